@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Tandem",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "tandem", targets: ["tandem"]),
+        .library(name: "TandemTrain", targets: ["TandemTrain"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+
+        .target(name: "TandemCore", dependencies: ["CBLAS"]),
+        .target(name: "TandemNN", dependencies: ["TandemCore", "CBLAS"]),
+        .target(name: "TandemData", dependencies: ["TandemCore", "CZlib", "CPNG"]),
+        .target(name: "TandemTrain", dependencies: [
+            "TandemCore", "TandemNN", "TandemData",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "TandemDistributed", dependencies: ["TandemTrain", "TandemCore", "CMPI"]),
+        .executableTarget(name: "tandem", dependencies: [
+            "TandemCore", "TandemNN", "TandemData", "TandemTrain", "TandemDistributed",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "LinearRegressionExample", dependencies: ["TandemCore"],
+                          path: "Examples/LinearRegression"),
+        .executableTarget(name: "FashionTapeExample", dependencies: ["TandemCore", "TandemData"],
+                          path: "Examples/FashionTape"),
+
+        .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
+        .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore"]),
+        .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore"]),
+        .testTarget(name: "TandemTrainTests", dependencies: ["TandemTrain", "TandemNN", "TandemData", "TandemCore"]),
+        .testTarget(name: "EndToEndTests", dependencies: []),
+    ]
+)

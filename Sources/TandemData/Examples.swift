@@ -1,0 +1,116 @@
+import TandemCore
+
+/// A labelled data set held in memory in its stored form: images stay UInt8 (47 MB for Fashion-MNIST's training set
+/// instead of 188 MB as Float) and are converted one batch at a time; CSV tables are Float already.
+public struct Examples: Sendable {
+    public enum Features: Sendable {
+        case bytes([UInt8])
+        case floats([Float])
+    }
+
+    public let features: Features
+    /// One target per row (class index or regression value) — `targetWidth` values per row in general.
+    public let targets: [Float]
+    public let count: Int
+    public let featureCount: Int
+    public let targetWidth: Int
+
+    public init(features: Features, featureCount: Int, targets: [Float], targetWidth: Int = 1) throws {
+        let stored: Int
+        switch features {
+        case .bytes(let bytes): stored = bytes.count
+        case .floats(let floats): stored = floats.count
+        }
+        guard featureCount > 0, stored % featureCount == 0 else {
+            throw TandemError(.badInput, "features of \(stored) values do not split into rows of \(featureCount)")
+        }
+        count = stored / featureCount
+        guard targets.count == count * targetWidth else {
+            throw TandemError(.badInput, "\(count) examples but \(targets.count / max(targetWidth, 1)) targets")
+        }
+        self.features = features
+        self.featureCount = featureCount
+        self.targets = targets
+        self.targetWidth = targetWidth
+    }
+
+    /// Largest class index + 1 (for checking a classifier's output width).
+    public var classCount: Int { Int(targets.max() ?? 0) + 1 }
+
+    /// Converts row `row` into `destination[0..<featureCount]` as x · scale[c] + shift[c].
+    @inline(__always)
+    public func convertRow(_ row: Int, scaling: FeatureScaling, into destination: UnsafeMutablePointer<Float>) {
+        let n = featureCount
+        scaling.scale.withUnsafeBufferPointer { scale in
+            scaling.shift.withUnsafeBufferPointer { shift in
+                let scale = scale.baseAddress!, shift = shift.baseAddress!
+                switch features {
+                case .bytes(let bytes):
+                    bytes.withUnsafeBufferPointer { b in
+                        let source = b.baseAddress! + row * n
+                        for c in 0..<n { destination[c] = Float(source[c]) * scale[c] + shift[c] }
+                    }
+                case .floats(let floats):
+                    floats.withUnsafeBufferPointer { f in
+                        let source = f.baseAddress! + row * n
+                        for c in 0..<n { destination[c] = source[c] * scale[c] + shift[c] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Per-feature mean and the overall standard deviation over `rows` (all rows when nil).
+    public func statistics(rows: [Int32]? = nil) -> (featureMeans: [Double], overallStd: Double) {
+        let n = featureCount
+        var sums = [Double](repeating: 0, count: n)
+        var total = 0.0, totalSquares = 0.0
+        let rowCount = rows?.count ?? count
+        func accumulate(_ value: (Int) -> Double, row: Int) {
+            for c in 0..<n {
+                let x = value(row * n + c)
+                sums[c] += x
+                total += x
+                totalSquares += x * x
+            }
+        }
+        switch features {
+        case .bytes(let bytes):
+            for i in 0..<rowCount { accumulate({ Double(bytes[$0]) }, row: rows.map { Int($0[i]) } ?? i) }
+        case .floats(let floats):
+            for i in 0..<rowCount { accumulate({ Double(floats[$0]) }, row: rows.map { Int($0[i]) } ?? i) }
+        }
+        let values = Double(max(rowCount * n, 1))
+        let mean = total / values
+        let variance = max(totalSquares / values - mean * mean, 0)
+        return (sums.map { $0 / Double(max(rowCount, 1)) }, variance.squareRoot())
+    }
+}
+
+/// The per-feature affine map x′ = x · scale[c] + shift[c] applied while a batch is converted.
+public struct FeatureScaling: Sendable, Equatable {
+    public var scale: [Float]
+    public var shift: [Float]
+
+    public init(scale: [Float], shift: [Float]) {
+        self.scale = scale
+        self.shift = shift
+    }
+
+    public static func identity(features: Int) -> FeatureScaling {
+        FeatureScaling(scale: .init(repeating: 1, count: features), shift: .init(repeating: 0, count: features))
+    }
+
+    /// Pixels / 255.
+    public static func unit(features: Int) -> FeatureScaling {
+        FeatureScaling(scale: .init(repeating: 1 / 255, count: features), shift: .init(repeating: 0, count: features))
+    }
+
+    /// Raschka's standardization: each feature's training mean removed, divided by the training set's overall std.
+    public static func standardized(on examples: Examples, rows: [Int32]? = nil) -> FeatureScaling {
+        let (means, std) = examples.statistics(rows: rows)
+        let inverse = std > 0 ? 1 / std : 1
+        return FeatureScaling(scale: .init(repeating: Float(inverse), count: means.count),
+                              shift: means.map { Float(-$0 * inverse) })
+    }
+}

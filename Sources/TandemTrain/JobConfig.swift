@@ -1,0 +1,144 @@
+import Foundation
+import TandemCore
+import TandemNN
+
+/// A training job as described by its JSON file (see configs/). Command-line options override fields after loading.
+public struct JobConfig: Codable, Sendable, Equatable {
+    public struct DataSection: Codable, Sendable, Equatable {
+        /// "idx" (MNIST-style image + label files, plain or .gz) or "csv" (numeric table).
+        public var format: String
+        /// Folder the data files are relative to; for IDX defaults to Debian's dataset-fashion-mnist folder.
+        public var dir: String?
+        public var trainImages: String?
+        public var trainLabels: String?
+        public var testImages: String?
+        public var testLabels: String?
+        /// CSV: the training table, an optional test table and the target column (name or index).
+        public var train: String?
+        public var test: String?
+        public var target: String?
+        /// "unit" (x / 255), "standardize" (per-feature training mean removed, divided by the overall std) or "none".
+        public var scaling: String?
+        /// Fraction of the training rows held out for validation (the last ones, as Keras's validation_split).
+        public var validationSplit: Double?
+        public var prefetch: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case format, dir, trainImages = "train_images", trainLabels = "train_labels"
+            case testImages = "test_images", testLabels = "test_labels", train, test, target, scaling
+            case validationSplit = "validation_split", prefetch
+        }
+    }
+
+    public struct TrainingSection: Codable, Sendable, Equatable {
+        /// The global batch: split evenly among all replicas.
+        public var batchSize: Int
+        public var epochs: Int
+        public var seed: UInt64?
+
+        enum CodingKeys: String, CodingKey { case batchSize = "batch_size", epochs, seed }
+    }
+
+    public var name: String?
+    public var data: DataSection
+    public var model: ModelSpec
+    public var loss: String
+    public var optimizer: OptimizerSpec
+    public var training: TrainingSection
+    public var classNames: [String]?
+
+    enum CodingKeys: String, CodingKey {
+        case name, data, model, loss, optimizer, training, classNames = "class_names"
+    }
+
+    public static let defaultFashionMNISTDirectory = "/usr/share/datasets/fashion-mnist"
+
+    /// Loads and checks a job config; every problem is reported as one line naming the file and the field.
+    public static func load(path: String) throws -> JobConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw TandemError(.io, "\(path): cannot read the config file (missing or unreadable)")
+        }
+        var config = try decodeJSON(JobConfig.self, from: data, path: path)
+        config.sourcePath = path
+        try config.validate(path: path)
+        return config
+    }
+
+    /// Where the config was read from (not part of the JSON); relative data paths resolve against its folder.
+    public var sourcePath: String? = nil
+
+    public var seed: UInt64 { training.seed ?? 42 }
+
+    public func validate(path: String) throws {
+        func fail(_ field: String, _ problem: String) -> TandemError { TandemError(.badConfig, "\(path): \(field) \(problem)") }
+        guard training.batchSize > 0 else { throw fail("training.batch_size", "must be positive, found \(training.batchSize)") }
+        guard training.epochs > 0 else { throw fail("training.epochs", "must be positive, found \(training.epochs)") }
+        guard ["idx", "csv"].contains(data.format.lowercased()) else {
+            throw fail("data.format", "must be \"idx\" or \"csv\", found \"\(data.format)\"")
+        }
+        if let split = data.validationSplit, !(0..<1).contains(split) {
+            throw fail("data.validation_split", "must be in [0, 1), found \(split)")
+        }
+        if let scaling = data.scaling, !["unit", "standardize", "none"].contains(scaling) {
+            throw fail("data.scaling", "must be \"unit\", \"standardize\" or \"none\", found \"\(scaling)\"")
+        }
+        do {
+            _ = try model.validated()
+            _ = try Loss(name: loss)
+            _ = try optimizer.makeOptimizer(parameterCount: 0)
+        } catch let error as TandemError {
+            throw TandemError(.badConfig, "\(path): \(error.message)")
+        }
+        if let names = classNames, names.count != model.outputSize, try Loss(name: loss) == .sparseCategoricalCrossentropy {
+            throw fail("class_names", "has \(names.count) names but the model has \(model.outputSize) outputs")
+        }
+    }
+
+    /// The config as canonical JSON (sorted keys): stored in checkpoint metadata.
+    public func canonicalJSON() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+    }
+}
+
+/// Decodes JSON, turning Foundation's decoding errors into one line naming the field and the expected type.
+public func decodeJSON<T: Decodable>(_ type: T.Type, from data: Data, path: String) throws -> T {
+    do {
+        return try JSONDecoder().decode(type, from: data)
+    } catch let error as DecodingError {
+        func field(_ codingPath: [CodingKey], _ last: CodingKey? = nil) -> String {
+            let keys = (codingPath + (last.map { [$0] } ?? [])).map { key in
+                key.intValue.map { "[\($0)]" } ?? ".\(key.stringValue)"
+            }
+            let joined = keys.joined()
+            return joined.hasPrefix(".") ? String(joined.dropFirst()) : joined
+        }
+        func describe(_ type: Any.Type) -> String {
+            switch type {
+            case is Int.Type, is UInt64.Type: return "an integer"
+            case is Float.Type, is Double.Type: return "a number"
+            case is String.Type: return "a string"
+            case is Bool.Type: return "true or false"
+            case is [Any].Type: return "an array"
+            default: return String(describing: type).hasPrefix("Array") ? "an array" : "an object"
+            }
+        }
+        switch error {
+        case .typeMismatch(let expected, let context):
+            throw TandemError(.badConfig, "\(path): field \(field(context.codingPath)) must be \(describe(expected))")
+        case .valueNotFound(let expected, let context):
+            throw TandemError(.badConfig, "\(path): field \(field(context.codingPath)) is null, expected \(describe(expected))")
+        case .keyNotFound(let key, let context):
+            throw TandemError(.badConfig, "\(path): missing field \(field(context.codingPath, key))")
+        case .dataCorrupted(let context):
+            if context.codingPath.isEmpty {
+                let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
+                throw TandemError(.badConfig, "\(path): malformed JSON (\(underlying ?? context.debugDescription))")
+            }
+            throw TandemError(.badConfig, "\(path): field \(field(context.codingPath)): \(context.debugDescription)")
+        @unknown default:
+            throw TandemError(.badConfig, "\(path): \(error)")
+        }
+    }
+}
