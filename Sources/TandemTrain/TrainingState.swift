@@ -1,5 +1,6 @@
 import Foundation
 import TandemCore
+import TandemData
 import TandemNN
 
 /// A model and its optimizer as a checkpoint, and back.
@@ -7,7 +8,9 @@ public enum TrainingState {
     public static let version = "0.1.0"
 
     /// Captures parameters and optimizer state; `epoch` is the number of completed epochs.
-    public static func checkpoint(model: Sequential, optimizer: Optimizer, epoch: Int, seed: UInt64, config: JobConfig?) -> Checkpoint {
+    /// `scaling` is stored too, so `predict` and `evaluate` feed inputs exactly as training did.
+    public static func checkpoint(model: Sequential, optimizer: Optimizer, epoch: Int, seed: UInt64, config: JobConfig?,
+                                  scaling: FeatureScaling? = nil) -> Checkpoint {
         var entries: [Checkpoint.Entry] = model.parameterViews.map { view in
             Checkpoint.Entry(name: view.name, shape: view.shape,
                              values: Array(UnsafeBufferPointer(start: model.parameters.base + view.offset, count: view.count)))
@@ -17,6 +20,10 @@ public enum TrainingState {
                 entries.append(Checkpoint.Entry(name: "optimizer/\(stateName)/\(view.name)", shape: view.shape,
                                                 values: Array(UnsafeBufferPointer(start: arena.base + view.offset, count: view.count))))
             }
+        }
+        if let scaling {
+            entries.append(Checkpoint.Entry(name: scaleName, shape: [scaling.scale.count], values: scaling.scale))
+            entries.append(Checkpoint.Entry(name: shiftName, shape: [scaling.shift.count], values: scaling.shift))
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -31,8 +38,20 @@ public enum TrainingState {
         if let config {
             metadata["config"] = config.canonicalJSON()
             metadata["name"] = config.name ?? ""
+            if let source = config.sourcePath {
+                metadata["config_path"] = URL(fileURLWithPath: source).standardizedFileURL.path
+            }
         }
         return Checkpoint(entries: entries, metadata: metadata)
+    }
+
+    static let scaleName = "input_scaling/scale", shiftName = "input_scaling/shift"
+
+    /// The input scaling a checkpoint was trained with (identity when it has none).
+    public static func scaling(in checkpoint: Checkpoint, features: Int) -> FeatureScaling {
+        guard let scale = checkpoint.entry(named: scaleName), let shift = checkpoint.entry(named: shiftName),
+              scale.values.count == features, shift.values.count == features else { return .identity(features: features) }
+        return FeatureScaling(scale: scale.values, shift: shift.values)
     }
 
     /// The model description stored in a checkpoint.

@@ -1,1 +1,15 @@
-print("x")
+import ArgumentParser
+import Foundation
+import TandemCore
+
+// Every expected failure (bad file, bad field, diverged loss, timeout) is one line and exit status 1; only
+// argument errors take swift-argument-parser's usage path.
+do {
+    var command = try Tandem.parseAsRoot()
+    try command.run()
+} catch let error as TandemError {
+    FileHandle.standardError.write(Data("tandem: error: \(error.message)\n".utf8))
+    exit(1)
+} catch {
+    Tandem.exit(withError: error)
+}

@@ -1,0 +1,155 @@
+import Foundation
+import TandemCore
+import TandemData
+import TandemNN
+
+/// How a `fit` runs, beyond what the job config says: the CLI's flags.
+public struct TrainingOptions: Sendable {
+    /// Where to save one checkpoint per epoch (nil: no checkpoints) and how many to keep.
+    public var checkpointDirectory: String?
+    public var keepCheckpoints = 3
+    /// A checkpoint to continue from: its parameters, optimizer state and epoch count.
+    public var resumeFrom: String?
+    /// JSON Lines metrics file (written by rank 0 only).
+    public var metricsPath: String?
+    public var progress: ProgressReporter.Style = .automatic
+
+    public init() {}
+}
+
+/// What one `fit` measured, as reported in the metrics summary and the closing line.
+public struct TrainingSummary: Sendable {
+    public var epochs: [EpochResult] = []
+    public var test: LossStatistics?
+    public var startupSeconds = 0.0
+    public var wallSeconds = 0.0
+    public var peakResidentBytes = 0
+
+    /// Median epoch throughput (epoch times are noisy on shared machines; the median is the stable figure).
+    public var samplesPerSecond: Double {
+        let rates = epochs.map(\.samplesPerSecond).sorted()
+        return rates.isEmpty ? 0 : rates[rates.count / 2]
+    }
+}
+
+public struct EpochResult: Sendable {
+    public var epoch: Int
+    public var train: LossStatistics
+    public var validation: LossStatistics?
+    public var seconds: Double
+    public var samplesPerSecond: Double { seconds > 0 ? Double(train.count) / seconds : 0 }
+}
+
+/// One replica's training loop. A step is: compute gradients on this replica's shard → `communicator` sums them
+/// (with the loss and hit count riding in the gradient arena's tail) → every replica applies the same update.
+/// With `LocalCommunicator` that is plain single-process training; the strategies only swap the communicator.
+public final class Trainer {
+    public let config: JobConfig
+    public let data: DataSource
+    public let communicator: Communicator
+    public let model: Sequential
+    public let optimizer: Optimizer
+    public let loss: Loss
+    public let pipeline: BatchPipeline
+    public private(set) var completedEpochs = 0
+
+    private let lossFusesLastActivation: Bool
+    private let evaluator: Evaluator
+
+    public init(config: JobConfig, data: DataSource, communicator: Communicator = LocalCommunicator()) throws {
+        self.config = config
+        self.data = data
+        self.communicator = communicator
+        loss = try Loss(name: config.loss)
+        let globalBatch = config.training.batchSize
+        pipeline = try BatchPipeline(
+            examples: data.train, rows: data.trainRows, scaling: data.scaling, globalBatchSize: globalBatch,
+            shard: (communicator.size, communicator.rank), seed: config.seed, prefetches: config.data.prefetch ?? true)
+        model = try Sequential(spec: config.model, seed: config.seed, maxBatchSize: pipeline.perShardBatchSize)
+        optimizer = try config.optimizer.makeOptimizer(parameterCount: model.parameterCount)
+        if model.lastActivation == .softmax && !loss.fusesSoftmax {
+            throw TandemError(.badConfig, "\(config.sourcePath ?? "config"): a softmax output layer needs loss sparse_categorical_crossentropy, not \(loss.rawValue)")
+        }
+        lossFusesLastActivation = loss.fusesSoftmax && [.softmax, .identity].contains(model.lastActivation)
+        evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
+    }
+
+    /// Continues from a checkpoint: parameters, optimizer state, and the number of epochs already done.
+    public func restore(from path: String) throws {
+        completedEpochs = try TrainingState.restore(try Checkpoint.read(path: path), path: path, into: model, optimizer: optimizer)
+        guard completedEpochs < config.training.epochs else {
+            throw TandemError(.usage, "\(path) already holds \(completedEpochs) epochs and the job asks for \(config.training.epochs): raise --epochs to train further")
+        }
+    }
+
+    /// One synchronous training step on `batch`: gradients, all-reduce, update. Returns the step's loss and hits
+    /// summed over every replica. Throws (on every replica alike, as the reduced loss is identical) on NaN/inf.
+    public func step(_ batch: Batch, epoch: Int) throws -> LossStatistics {
+        let gradients = model.gradients.base
+        let tail = model.parameterCount
+        gradients.update(repeating: 0, count: tail + Sequential.statisticsSlots)
+        let output = model.forward(batch.features, rows: batch.rows)
+        let statistics = loss.compute(
+            outputs: output, targets: batch.targets, rows: batch.rows, columns: model.outputSize,
+            dOutputs: model.dOutput, gradientScale: 1 / Float(pipeline.globalBatchSize))
+        model.backward(lossFusesLastActivation: lossFusesLastActivation)
+        gradients[tail] = Float(statistics.lossSum)
+        gradients[tail + 1] = Float(statistics.correct)
+        try communicator.allreduceSum(gradients, count: tail + Sequential.statisticsSlots)
+        let stepLoss = gradients[tail]
+        guard stepLoss.isFinite else {
+            throw TandemError(.numeric, "loss became \(stepLoss) at epoch \(epoch + 1), step \(batch.step + 1) (learning rate \(optimizer.currentLearningRate)); lower optimizer.learning_rate or check the data scaling")
+        }
+        optimizer.apply(parameters: model.parameters.base, gradients: gradients)
+        return LossStatistics(lossSum: Double(stepLoss), correct: Int(gradients[tail + 1].rounded()), count: pipeline.globalBatchSize)
+    }
+
+    /// Trains the remaining epochs. Rank 0 reports progress, writes metrics and checkpoints.
+    public func fit(options: TrainingOptions = TrainingOptions()) throws -> TrainingSummary {
+        let start = ProcessStatistics.now()
+        let isChief = communicator.rank == 0
+        let checkpoints = try options.checkpointDirectory.map { try CheckpointDirectory(path: $0, keep: options.keepCheckpoints) }
+        let metrics = isChief ? try options.metricsPath.map { try MetricsWriter(path: $0) } : nil
+        let progress = ProgressReporter(style: isChief ? options.progress : .silent, epochs: config.training.epochs,
+                                        stepsPerEpoch: pipeline.stepsPerEpoch, batchSize: pipeline.globalBatchSize,
+                                        reportsAccuracy: loss.reportsAccuracy)
+        var summary = TrainingSummary()
+        summary.startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0
+
+        for epoch in completedEpochs..<config.training.epochs {
+            let epochStart = ProcessStatistics.now()
+            pipeline.startEpoch(epoch)
+            defer { pipeline.finishEpoch() }
+            progress.beginEpoch(epoch)
+            var statistics = LossStatistics()
+            while let batch = try pipeline.next() {
+                statistics += try step(batch, epoch: epoch)
+                progress.update(step: batch.step + 1, statistics: statistics, elapsed: ProcessStatistics.now() - epochStart)
+            }
+            let seconds = ProcessStatistics.now() - epochStart
+            let validation = data.validationRows.isEmpty ? nil : try evaluate(data.train, rows: data.validationRows)
+            let result = EpochResult(epoch: epoch, train: statistics, validation: validation, seconds: seconds)
+            summary.epochs.append(result)
+            completedEpochs = epoch + 1
+            progress.endEpoch(result)
+            try metrics?.write(epoch: result, reportsAccuracy: loss.reportsAccuracy)
+            if isChief, let checkpoints {
+                try checkpoints.save(TrainingState.checkpoint(model: model, optimizer: optimizer, epoch: completedEpochs,
+                                                              seed: config.seed, config: config, scaling: data.scaling),
+                                     epoch: completedEpochs)
+            }
+        }
+        if let test = data.test {
+            summary.test = try evaluate(test)
+        }
+        summary.wallSeconds = ProcessStatistics.now() - start
+        summary.peakResidentBytes = ProcessStatistics.peakResidentBytes()
+        try metrics?.write(summary: summary, reportsAccuracy: loss.reportsAccuracy)
+        return summary
+    }
+
+    /// Loss and accuracy on `rows` of `examples` (all rows when nil), split across the replicas and combined.
+    public func evaluate(_ examples: Examples, rows: [Int32]? = nil) throws -> LossStatistics {
+        try evaluator.evaluate(examples, rows: rows, communicator: communicator)
+    }
+}

@@ -1,0 +1,41 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TandemCore
+import TandemTrain
+
+struct Tandem: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Data-parallel training of dense networks on CPUs.",
+        discussion: """
+            Train on one process, on several MPI ranks (mpirun -np N tandem train CONFIG), or read what a
+            checkpoint holds. Configs for the reference workloads are in configs/.
+            """,
+        version: TrainingState.version,
+        subcommands: [Train.self, Evaluate.self, Predict.self, Inspect.self])
+}
+
+/// Options every command that computes shares.
+struct ComputeOptions: ParsableArguments {
+    @Option(help: "BLAS threads per replica.")
+    var threads = 1
+
+    @Flag(name: .shortAndLong, help: "Log what is loaded and where (to stderr).")
+    var verbose = false
+
+    func apply() -> Logger {
+        setBLASThreads(max(threads, 1))
+        let level: Logger.Level = verbose ? .info : .notice
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: "tandem")
+    }
+}
+
+extension ProgressReporter.Style: ExpressibleByArgument {}
+
+func megabytes(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
+func fixed(_ value: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", value) }
