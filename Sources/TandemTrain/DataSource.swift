@@ -25,12 +25,18 @@ public struct DataSource: Sendable {
         switch config.data.format.lowercased() {
         case "idx":
             let directory = dataDirectoryOverride ?? config.data.dir ?? JobConfig.defaultFashionMNISTDirectory
-            train = try IDXReader.readLabelled(
-                images: try resolve(config.data.trainImages ?? "train-images-idx3-ubyte.gz", field: "train_images", directory: directory),
-                labels: try resolve(config.data.trainLabels ?? "train-labels-idx1-ubyte.gz", field: "train_labels", directory: directory))
-            test = try IDXReader.readLabelled(
-                images: try resolve(config.data.testImages ?? "t10k-images-idx3-ubyte.gz", field: "test_images", directory: directory),
-                labels: try resolve(config.data.testLabels ?? "t10k-labels-idx1-ubyte.gz", field: "test_labels", directory: directory))
+            let trainFiles = (try resolve(config.data.trainImages ?? "train-images-idx3-ubyte.gz", field: "train_images", directory: directory),
+                              try resolve(config.data.trainLabels ?? "train-labels-idx1-ubyte.gz", field: "train_labels", directory: directory))
+            let testFiles = (try resolve(config.data.testImages ?? "t10k-images-idx3-ubyte.gz", field: "test_images", directory: directory),
+                             try resolve(config.data.testLabels ?? "t10k-labels-idx1-ubyte.gz", field: "test_labels", directory: directory))
+            // gunzip is sequential, so the two sets are decoded side by side: start-up then costs the training set only.
+            let loaded = ConcurrentResults<Examples>(count: 2)
+            DispatchQueue.concurrentPerform(iterations: 2) { index in
+                let files = index == 0 ? trainFiles : testFiles
+                loaded.set(index, Result { try IDXReader.readLabelled(images: files.0, labels: files.1) })
+            }
+            train = try loaded.get(0)
+            test = try loaded.get(1)
         default:
             let directory = dataDirectoryOverride ?? config.data.dir
             train = try CSVReader.read(path: try resolve(config.data.train, field: "train", directory: directory),
@@ -64,4 +70,16 @@ public struct DataSource: Sendable {
             throw TandemError(.badInput, "\(what) has labels up to \(examples.classCount - 1) but the model has only \(config.model.outputSize) outputs")
         }
     }
+}
+
+/// Results written by concurrent tasks, one slot each.
+final class ConcurrentResults<Value>: @unchecked Sendable {
+    private var slots: [Result<Value, Error>?]
+    private let lock = NSLock()
+
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+
+    func set(_ index: Int, _ result: Result<Value, Error>) { lock.withLock { slots[index] = result } }
+
+    func get(_ index: Int) throws -> Value { try lock.withLock { slots[index]! }.get() }
 }

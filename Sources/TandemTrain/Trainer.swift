@@ -114,7 +114,6 @@ public final class Trainer {
                                         stepsPerEpoch: pipeline.stepsPerEpoch, batchSize: pipeline.globalBatchSize,
                                         reportsAccuracy: loss.reportsAccuracy)
         var summary = TrainingSummary()
-        summary.startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0
 
         for epoch in completedEpochs..<config.training.epochs {
             let epochStart = ProcessStatistics.now()
@@ -124,6 +123,10 @@ public final class Trainer {
             var statistics = LossStatistics()
             while let batch = try pipeline.next() {
                 statistics += try step(batch, epoch: epoch)
+                if summary.startupSeconds == 0 {
+                    // Process start to the end of the first step: what a user waits before training is under way.
+                    summary.startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0
+                }
                 progress.update(step: batch.step + 1, statistics: statistics, elapsed: ProcessStatistics.now() - epochStart)
             }
             let seconds = ProcessStatistics.now() - epochStart

@@ -8,13 +8,17 @@ import TandemTrain
 struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Report a checkpoint's loss and accuracy on the test data of its job config.",
-        discussion: "Example: tandem evaluate runs/mlp/epoch-0005.safetensors")
+        discussion: """
+            Examples:
+              tandem evaluate configs/fashion-mnist-mlp.json --checkpoint runs/mlp/epoch-0005.safetensors
+              tandem evaluate --checkpoint runs/mlp/epoch-0005.safetensors   (uses the config stored in the checkpoint)
+            """)
 
-    @Argument(help: "Checkpoint (.safetensors) written by tandem train.")
-    var checkpoint: String
-
-    @Option(help: "Job config whose test data to use (default: the config stored in the checkpoint).")
+    @Argument(help: "Job config whose test data to use (default: the config stored in the checkpoint).")
     var config: String?
+
+    @Option(help: "Checkpoint (.safetensors) written by tandem train.")
+    var checkpoint: String
 
     @Option(help: "Folder with the data files (overrides data.dir).")
     var dataDir: String?
@@ -29,6 +33,9 @@ struct Evaluate: ParsableCommand {
         let evaluator = Evaluator(model: loaded.model, loss: try Loss(name: job.loss), scaling: loaded.scaling,
                                   targetWidth: data.train.targetWidth)
         let (examples, what) = data.test.map { ($0, "test") } ?? (data.train, "training")
+        guard examples.featureCount == loaded.model.inputSize, examples.targetWidth == 1 || !evaluator.loss.fusesSoftmax else {
+            throw TandemError(.badCheckpoint, "\(checkpoint): its model takes \(loaded.model.inputSize) features but the \(what) data has \(examples.featureCount)")
+        }
         let statistics = try evaluator.evaluate(examples)
         var line = "\(what): loss \(fixed(statistics.meanLoss, 4))"
         if evaluator.loss.reportsAccuracy { line += "  accuracy \(fixed(statistics.accuracy, 4))" }

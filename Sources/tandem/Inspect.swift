@@ -52,7 +52,7 @@ struct Inspect: ParsableCommand {
             let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(max(values.count, 1))
             let name = entry.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0)
             let shape = "[" + entry.shape.map(String.init).joined(separator: ", ") + "]"
-            print("  \(name)  \(shape.padding(toLength: 12, withPad: " ", startingAt: 0))  mean \(fixed(Double(mean), 5))  "
+            print("  \(name)  F32 \(shape.padding(toLength: 12, withPad: " ", startingAt: 0))  mean \(fixed(Double(mean), 5))  "
                   + "std \(fixed(Double(variance.squareRoot()), 5))  min \(fixed(Double(values.min() ?? 0), 5))  max \(fixed(Double(values.max() ?? 0), 5))")
         }
     }

@@ -13,11 +13,11 @@ struct Predict: ParsableCommand {
             as in training. Fashion-MNIST items are light on a dark background: pass --invert for photos of dark
             items on a light background. A CSV file has the training layout (its target column is shown, not used).
             Examples:
-              tandem predict runs/mlp/epoch-0005.safetensors shoe.png shirt.png --top 3
-              tandem predict runs/lr/epoch-0100.safetensors configs/linear-regression.csv
+              tandem predict --checkpoint runs/mlp/epoch-0005.safetensors shoe.png shirt.png --top 3
+              tandem predict --checkpoint runs/lr/epoch-2000.safetensors configs/linear-regression.csv
             """)
 
-    @Argument(help: "Checkpoint (.safetensors) written by tandem train.")
+    @Option(help: "Checkpoint (.safetensors) written by tandem train.")
     var checkpoint: String
 
     @Argument(help: "PNG images or CSV files.")
