@@ -40,6 +40,6 @@ let package = Package(
         .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore"]),
         .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore"]),
         .testTarget(name: "TandemTrainTests", dependencies: ["TandemTrain", "TandemNN", "TandemData", "TandemCore"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["TandemData"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TandemData", "TandemTrain"]),
     ]
 )

@@ -67,7 +67,10 @@ open class Optimizer: @unchecked Sendable {
         state = stateNames.map { ($0, FlatArena(count: parameterCount)) }
     }
 
-    public var currentLearningRate: Float { learningRate / (1 + decay * Float(iterations)) }
+    /// A multiplier the trainer sets from its schedule (linear scaling with warm-up across replicas); 1 by default.
+    public var learningRateScale: Float = 1
+
+    public var currentLearningRate: Float { learningRate * learningRateScale / (1 + decay * Float(iterations)) }
 
     /// parameters −= step(gradients), over the whole arena, then counts the iteration.
     public final func apply(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>) {

@@ -25,3 +25,26 @@ public final class LocalCommunicator: Communicator {
     public func allgather(_ bytes: [UInt8]) throws -> [[UInt8]] { [bytes] }
     public func barrier() throws {}
 }
+
+/// A failure every replica knows about, so each can stop cleanly instead of aborting the others: rank 0 reports it.
+public struct AgreedFailure: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+extension Communicator {
+    /// Runs `body` on every replica, then lets them agree on the outcome: if any replica failed, every replica throws
+    /// `AgreedFailure` with the failing ranks' messages (one message when all failed alike). A replica that fails
+    /// alone would otherwise leave the others waiting in their next collective.
+    public func agreeOnOutcome<T>(_ body: () throws -> T) throws -> T {
+        let outcome = Result { try body() }
+        guard size > 1 else { return try outcome.get() }
+        var message = ""
+        if case .failure(let error) = outcome { message = (error as? TandemError)?.message ?? String(describing: error) }
+        let messages = try allgather(Array(message.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        let failed = messages.indices.filter { !messages[$0].isEmpty }
+        guard !failed.isEmpty else { return try outcome.get() }
+        if failed.count == size, Set(messages).count == 1 { throw AgreedFailure(message: messages[0]) }
+        throw AgreedFailure(message: failed.map { "rank \($0): \(messages[$0])" }.joined(separator: "; "))
+    }
+}

@@ -35,8 +35,13 @@ public struct JobConfig: Codable, Sendable, Equatable {
         public var batchSize: Int
         public var epochs: Int
         public var seed: UInt64?
+        /// Goyal et al. (2017): with N replicas train at N × learning_rate, reached linearly over `warmup_epochs`.
+        public var scaleLearningRate: Bool?
+        public var warmupEpochs: Double?
 
-        enum CodingKeys: String, CodingKey { case batchSize = "batch_size", epochs, seed }
+        enum CodingKeys: String, CodingKey {
+            case batchSize = "batch_size", epochs, seed, scaleLearningRate = "scale_learning_rate", warmupEpochs = "warmup_epochs"
+        }
     }
 
     public var name: String?
@@ -73,6 +78,7 @@ public struct JobConfig: Codable, Sendable, Equatable {
         func fail(_ field: String, _ problem: String) -> TandemError { TandemError(.badConfig, "\(path): \(field) \(problem)") }
         guard training.batchSize > 0 else { throw fail("training.batch_size", "must be positive, found \(training.batchSize)") }
         guard training.epochs > 0 else { throw fail("training.epochs", "must be positive, found \(training.epochs)") }
+        if let warmup = training.warmupEpochs, warmup < 0 { throw fail("training.warmup_epochs", "must be ≥ 0, found \(warmup)") }
         guard ["idx", "csv"].contains(data.format.lowercased()) else {
             throw fail("data.format", "must be \"idx\" or \"csv\", found \"\(data.format)\"")
         }

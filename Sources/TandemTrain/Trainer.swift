@@ -82,6 +82,47 @@ public final class Trainer {
         }
     }
 
+    /// Makes every replica start identical: rank 0's parameters and optimizer state are broadcast, then a checksum
+    /// of each replica's state is compared across all of them. Call before the first step (after any restore).
+    public func synchronizeReplicas() throws {
+        guard communicator.size > 1 else { return }
+        try communicator.broadcast(model.parameters.base, count: model.parameterCount, root: 0)
+        for (_, arena) in optimizer.state {
+            try communicator.broadcast(arena.base, count: model.parameterCount, root: 0)
+        }
+        var iterations = [Float(optimizer.iterations), Float(completedEpochs)]
+        try iterations.withUnsafeMutableBufferPointer { try communicator.broadcast($0.baseAddress!, count: 2, root: 0) }
+        optimizer.iterations = Int(iterations[0])
+        completedEpochs = Int(iterations[1])
+
+        let mine = stateChecksum()
+        let all = try communicator.allgather(withUnsafeBytes(of: mine.bigEndian) { Array($0) })
+        let sums = all.map { $0.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } }
+        if let differing = sums.indices.first(where: { sums[$0] != sums[0] }) {
+            throw TandemError(.communication, "replica \(differing) does not match rank 0 after the initial broadcast (checksum \(String(sums[differing], radix: 16)) vs \(String(sums[0], radix: 16)))")
+        }
+    }
+
+    /// FNV-1a over the bits of the parameters and optimizer state.
+    public func stateChecksum() -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ base: UnsafeMutablePointer<Float>) {
+            for i in 0..<model.parameterCount { hash = (hash ^ UInt64(base[i].bitPattern)) &* 0x100_0000_01b3 }
+        }
+        mix(model.parameters.base)
+        for (_, arena) in optimizer.state { mix(arena.base) }
+        return hash
+    }
+
+    /// The linear-scaling schedule: 1 without it; otherwise from 1 to N over the warm-up steps, then N.
+    private func learningRateScale() -> Float {
+        guard config.training.scaleLearningRate == true, communicator.size > 1 else { return 1 }
+        let replicas = Float(communicator.size)
+        let warmupSteps = Float(config.training.warmupEpochs ?? 0) * Float(pipeline.stepsPerEpoch)
+        guard warmupSteps > 0 else { return replicas }
+        return 1 + (replicas - 1) * min(1, Float(optimizer.iterations) / warmupSteps)
+    }
+
     /// One synchronous training step on `batch`: gradients, all-reduce, update. Returns the step's loss and hits
     /// summed over every replica. Throws (on every replica alike, as the reduced loss is identical) on NaN/inf.
     public func step(_ batch: Batch, epoch: Int) throws -> LossStatistics {
@@ -100,6 +141,7 @@ public final class Trainer {
         guard stepLoss.isFinite else {
             throw TandemError(.numeric, "loss became \(stepLoss) at epoch \(epoch + 1), step \(batch.step + 1) (learning rate \(optimizer.currentLearningRate)); lower optimizer.learning_rate or check the data scaling")
         }
+        optimizer.learningRateScale = learningRateScale()
         optimizer.apply(parameters: model.parameters.base, gradients: gradients)
         return LossStatistics(lossSum: Double(stepLoss), correct: Int(gradients[tail + 1].rounded()), count: pipeline.globalBatchSize)
     }

@@ -1,14 +1,18 @@
 import ArgumentParser
 import Foundation
+import Logging
 import TandemCore
+import TandemDistributed
 import TandemTrain
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train the model a job config describes, then report test loss and accuracy.",
         discussion: """
-            Flags override the config's training fields. Examples:
+            Flags override the config's training fields. Started by mpirun, every rank is one replica of a
+            mirrored (synchronous data-parallel) job; batch_size is then the global batch. Examples:
               tandem train configs/fashion-mnist-mlp.json
+              mpirun -np 2 tandem train configs/fashion-mnist-mlp.json --batch-size 128
               tandem train configs/fashion-mnist-mlp.json --epochs 10 --checkpoint-dir runs/mlp --metrics runs/mlp.jsonl
               tandem train configs/fashion-mnist-mlp.json --checkpoint-dir runs/mlp --resume latest --epochs 10
             """)
@@ -24,6 +28,12 @@ struct Train: ParsableCommand {
 
     @Option(help: "Learning rate (overrides optimizer.learning_rate).")
     var learningRate: Float?
+
+    @Flag(help: "With N replicas, train at N × the learning rate (Goyal et al. 2017; sets training.scale_learning_rate).")
+    var scaleLearningRate = false
+
+    @Option(help: "Epochs over which the scaled learning rate ramps up linearly (training.warmup_epochs).")
+    var warmupEpochs: Double?
 
     @Option(help: "Seed for initialization and shuffling (overrides training.seed).")
     var seed: UInt64?
@@ -46,25 +56,64 @@ struct Train: ParsableCommand {
     @Option(help: "Progress output: auto (live line on a terminal, one line per epoch otherwise), live, lines, silent.")
     var progress: ProgressReporter.Style = .automatic
 
+    @Option(help: "Seconds a rank waits in one collective for the others before the job is aborted (under mpirun).")
+    var collectiveTimeout: Double = 120
+
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
         let log = compute.apply()
-        let job = try loadJob()
-        let data = try DataSource.load(config: job, dataDirectoryOverride: dataDir)
-        log.info("loaded \(data.trainRows.count) training, \(data.validationRows.count) validation, \(data.test?.count ?? 0) test examples")
-        let trainer = try Trainer(config: job, data: data)
-        if let checkpoint = try resumePath() {
-            try trainer.restore(from: checkpoint)
-            print("Resuming from \(checkpoint) after epoch \(trainer.completedEpochs)")
+        let mpi = MPICommunicator.isLaunchedByMPI ? try MPICommunicator(collectiveTimeoutSeconds: collectiveTimeout) : nil
+        let communicator: Communicator = mpi ?? LocalCommunicator()
+        do {
+            try train(communicator: communicator, log: log)
+            mpi?.finalize()
+        } catch {
+            guard let mpi, mpi.size > 1 else { throw error }
+            try stopJob(after: error, mpi: mpi)
+        }
+    }
+
+    private func train(communicator: Communicator, log: Logger) throws {
+        let isChief = communicator.rank == 0
+        // Set-up failures are agreed on, so every rank stops cleanly with one report instead of a hang.
+        let trainer = try communicator.agreeOnOutcome {
+            let job = try loadJob()
+            let data = try DataSource.load(config: job, dataDirectoryOverride: dataDir)
+            log.info("rank \(communicator.rank): loaded \(data.trainRows.count) training, \(data.validationRows.count) validation, \(data.test?.count ?? 0) test examples")
+            let trainer = try Trainer(config: job, data: data, communicator: communicator)
+            if let checkpoint = try resumePath() {
+                try trainer.restore(from: checkpoint)
+                if isChief { print("Resuming from \(checkpoint) after epoch \(trainer.completedEpochs)") }
+            }
+            return trainer
+        }
+        try trainer.synchronizeReplicas()
+        if isChief && communicator.size > 1 {
+            print("\(communicator.size) replicas, \(trainer.pipeline.perShardBatchSize) rows each of every global batch of \(trainer.pipeline.globalBatchSize)")
         }
         var options = TrainingOptions()
         options.checkpointDirectory = checkpointDir
         options.keepCheckpoints = keep
         options.metricsPath = metrics
-        options.progress = progress
+        // mpirun hands ranks a pseudo-terminal even when its own output is a file: choose plain lines there.
+        options.progress = progress == .automatic && communicator.size > 1 ? .lines : progress
         let summary = try trainer.fit(options: options)
-        report(summary, trainer: trainer)
+        if isChief { report(summary, trainer: trainer) }
+    }
+
+    /// A failure every rank shares (agreed set-up failures, a NaN loss seen in the reduced loss) is reported once by
+    /// rank 0 and every rank exits 1; a failure of this rank alone is reported with its rank and aborts the job.
+    private func stopJob(after error: Error, mpi: MPICommunicator) throws -> Never {
+        let shared = error is AgreedFailure || (error as? TandemError)?.code == .numeric
+        let message = (error as? TandemError)?.message ?? String(describing: error)
+        if shared {
+            if mpi.rank == 0 { FileHandle.standardError.write(Data("tandem: error: \(message)\n".utf8)) }
+            mpi.finalize()
+            throw ExitCode(1)
+        }
+        FileHandle.standardError.write(Data("tandem: error: rank \(mpi.rank): \(message)\n".utf8))
+        mpi.abort()
     }
 
     private func loadJob() throws -> JobConfig {
@@ -73,6 +122,8 @@ struct Train: ParsableCommand {
         if let batchSize { job.training.batchSize = batchSize }
         if let learningRate { job.optimizer.learningRate = learningRate }
         if let seed { job.training.seed = seed }
+        if scaleLearningRate { job.training.scaleLearningRate = true }
+        if let warmupEpochs { job.training.warmupEpochs = warmupEpochs }
         try job.validate(path: "command line")
         return job
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TandemCore
+import TandemTrain
 
 // Every expected failure (bad file, bad field, diverged loss, timeout) is one line and exit status 1; only
 // argument errors take swift-argument-parser's usage path.
@@ -8,6 +9,9 @@ do {
     var command = try Tandem.parseAsRoot()
     try command.run()
 } catch let error as TandemError {
+    FileHandle.standardError.write(Data("tandem: error: \(error.message)\n".utf8))
+    exit(1)
+} catch let error as AgreedFailure {
     FileHandle.standardError.write(Data("tandem: error: \(error.message)\n".utf8))
     exit(1)
 } catch {

@@ -18,9 +18,27 @@ struct TandemProcess {
     }
 
     static func run(_ arguments: [String], timeoutSeconds: Int = 300, in directory: URL? = nil) throws -> Outcome {
+        try execute([binary] + arguments, timeoutSeconds: timeoutSeconds, in: directory)
+    }
+
+    /// `mpirun -np ranks tandem arguments`, with the flags launch.sh uses (root, oversubscription, fast abort).
+    static func mpirun(ranks: Int, _ arguments: [String], timeoutSeconds: Int = 300) throws -> Outcome {
+        try execute(mpirunPrefix(ranks: ranks) + [binary] + arguments, timeoutSeconds: timeoutSeconds)
+    }
+
+    /// mpirun running a shell command per rank ($OMPI_COMM_WORLD_RANK tells the rank; $TANDEM is the binary).
+    static func mpirunShell(ranks: Int, _ script: String, timeoutSeconds: Int = 300) throws -> Outcome {
+        try execute(mpirunPrefix(ranks: ranks) + ["-x", "TANDEM=\(binary)", "/bin/sh", "-c", script], timeoutSeconds: timeoutSeconds)
+    }
+
+    private static func mpirunPrefix(ranks: Int) -> [String] {
+        ["mpirun", "-np", String(ranks), "--oversubscribe", "--allow-run-as-root", "--mca", "odls_base_sigkill_timeout", "0"]
+    }
+
+    private static func execute(_ command: [String], timeoutSeconds: Int, in directory: URL? = nil) throws -> Outcome {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        process.arguments = ["-k", "5", String(timeoutSeconds), binary] + arguments
+        process.arguments = ["-k", "5", String(timeoutSeconds)] + command
         process.currentDirectoryURL = directory ?? packageRoot
         let out = Pipe(), err = Pipe()
         process.standardOutput = out

@@ -1,0 +1,152 @@
+import CMPI
+import Foundation
+import Synchronization
+import TandemCore
+import TandemTrain
+
+/// One MPI rank of MPI_COMM_WORLD as a `Communicator`: the only file in Tandem that talks to MPI.
+///
+/// Errors come back as return codes (MPI_ERRORS_RETURN) and become `TandemError`s naming the operation. MPI itself
+/// never times out, so a watchdog thread aborts the whole job when one collective has waited longer than
+/// `collectiveTimeoutSeconds` — a rank that stopped answering ends the job with a message instead of hanging it.
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let size: Int
+    private let world: MPI_Comm
+    private let watchdog: CollectiveWatchdog
+
+    /// True when this process was started by mpirun (OpenMPI or any PMIx launcher); otherwise Tandem runs as one
+    /// process without touching MPI.
+    public static var isLaunchedByMPI: Bool {
+        let environment = ProcessInfo.processInfo.environment
+        return environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
+    }
+
+    public init(collectiveTimeoutSeconds: Double = 300) throws {
+        var provided: Int32 = 0
+        var initialized: Int32 = 0
+        MPI_Initialized(&initialized)
+        if initialized == 0 {
+            try Self.check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided), "MPI_Init_thread")
+        }
+        world = tandem_mpi_comm_world()
+        MPI_Comm_set_errhandler(world, tandem_mpi_errors_return())
+        var rank: Int32 = 0, size: Int32 = 0
+        MPI_Comm_rank(world, &rank)
+        MPI_Comm_size(world, &size)
+        self.rank = Int(rank)
+        self.size = Int(size)
+        watchdog = CollectiveWatchdog(rank: Int(rank), timeoutSeconds: collectiveTimeoutSeconds)
+    }
+
+    public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        try collective(.allreduce, count: count) {
+            MPI_Allreduce(tandem_mpi_in_place(), buffer, Int32(count), tandem_mpi_float(), tandem_mpi_sum(), world)
+        }
+    }
+
+    public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {
+        try collective(.broadcast, count: count) {
+            MPI_Bcast(buffer, Int32(count), tandem_mpi_float(), Int32(root), world)
+        }
+    }
+
+    public func allgather(_ bytes: [UInt8]) throws -> [[UInt8]] {
+        var lengths = [Int32](repeating: 0, count: size)
+        var myLength = Int32(bytes.count)
+        try collective(.allgather, count: 1) {
+            MPI_Allgather(&myLength, 1, tandem_mpi_int32(), &lengths, 1, tandem_mpi_int32(), world)
+        }
+        var offsets = [Int32](repeating: 0, count: size)
+        for r in 1..<max(size, 1) { offsets[r] = offsets[r - 1] + lengths[r - 1] }
+        var gathered = [UInt8](repeating: 0, count: Int(lengths.reduce(0, +)))
+        var send = bytes
+        try collective(.allgather, count: bytes.count) {
+            MPI_Allgatherv(&send, myLength, tandem_mpi_byte(), &gathered, &lengths, &offsets, tandem_mpi_byte(), world)
+        }
+        return (0..<size).map { Array(gathered[Int(offsets[$0])..<Int(offsets[$0] + lengths[$0])]) }
+    }
+
+    public func barrier() throws {
+        try collective(.barrier, count: 0) { MPI_Barrier(world) }
+    }
+
+    /// Ends the job on every rank: for a failure only this rank saw (a bad shard, a full disk).
+    public func abort(code: Int32 = 1) -> Never {
+        MPI_Abort(world, code)
+        exit(code)
+    }
+
+    public func finalize() {
+        watchdog.stop()
+        MPI_Finalize()
+    }
+
+    private func collective(_ kind: CollectiveKind, count: Int, _ call: () -> Int32) throws {
+        watchdog.begin(kind, count: count)
+        let code = call()
+        watchdog.end()
+        if code != MPI_SUCCESS { try Self.check(code, kind.describe(count: count)) }
+    }
+
+    private static func check(_ code: Int32, _ what: String) throws {
+        guard code != MPI_SUCCESS else { return }
+        var text = [CChar](repeating: 0, count: Int(MPI_MAX_ERROR_STRING))
+        var length: Int32 = 0
+        MPI_Error_string(code, &text, &length)
+        throw TandemError(.communication, "\(what) failed: \(String(cString: text))")
+    }
+}
+
+/// What a collective was, kept as two numbers so that recording it costs no allocation per step.
+enum CollectiveKind: Int {
+    case allreduce = 1, broadcast, allgather, barrier
+
+    func describe(count: Int) -> String {
+        switch self {
+        case .allreduce: return "all-reduce of \(count) floats"
+        case .broadcast: return "broadcast of \(count) floats"
+        case .allgather: return "all-gather of \(count) bytes"
+        case .barrier: return "barrier"
+        }
+    }
+}
+
+/// Watches the collective in flight; when one has waited too long, says which and aborts the job.
+final class CollectiveWatchdog: @unchecked Sendable {
+    private let startedNanoseconds = Atomic<UInt64>(0)
+    private let kind = Atomic<Int>(0)
+    private let count = Atomic<Int>(0)
+    private let step = Atomic<Int>(0)
+    private let running = Atomic<Bool>(true)
+
+    init(rank: Int, timeoutSeconds: Double) {
+        guard timeoutSeconds > 0 else { return }
+        let thread = Thread { [self] in
+            while running.load(ordering: .relaxed) {
+                Thread.sleep(forTimeInterval: min(1, timeoutSeconds / 4))
+                let started = startedNanoseconds.load(ordering: .acquiring)
+                guard started != 0 else { continue }
+                let waited = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+                if waited > timeoutSeconds {
+                    let what = CollectiveKind(rawValue: kind.load(ordering: .relaxed))?.describe(count: count.load(ordering: .relaxed)) ?? "collective"
+                    FileHandle.standardError.write(Data("tandem: error: rank \(rank): \(what) (collective #\(step.load(ordering: .relaxed))) waited \(Int(waited)) s for the other ranks; aborting the job (a rank stopped answering)\n".utf8))
+                    MPI_Abort(tandem_mpi_comm_world(), 3)
+                }
+            }
+        }
+        thread.name = "tandem-watchdog"
+        thread.start()
+    }
+
+    func begin(_ kind: CollectiveKind, count: Int) {
+        self.kind.store(kind.rawValue, ordering: .relaxed)
+        self.count.store(count, ordering: .relaxed)
+        step.add(1, ordering: .relaxed)
+        startedNanoseconds.store(DispatchTime.now().uptimeNanoseconds, ordering: .releasing)
+    }
+
+    func end() { startedNanoseconds.store(0, ordering: .releasing) }
+
+    func stop() { running.store(false, ordering: .relaxed) }
+}

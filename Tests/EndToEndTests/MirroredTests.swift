@@ -1,0 +1,111 @@
+import Foundation
+import TandemTrain
+import Testing
+
+extension EndToEnd {
+    /// `mpirun -np 2 tandem train`: the mirrored strategy against the single-process result, and how it fails.
+    @Suite struct MirroredTests {
+        let work: URL
+
+        init() throws {
+            work = try TandemProcess.temporaryDirectory()
+        }
+
+        private func tensors(_ path: String) throws -> [String: [Float]] {
+            Dictionary(uniqueKeysWithValues: try Checkpoint.read(path: path).entries.map { ($0.name, $0.values) })
+        }
+
+        private func maxDifference(_ a: String, _ b: String) throws -> Float {
+            let (x, y) = (try tensors(a), try tensors(b))
+            #expect(Set(x.keys) == Set(y.keys))
+            var worst: Float = 0
+            for (name, values) in x where !name.hasPrefix("optimizer/") {
+                let other = try #require(y[name])
+                for i in values.indices { worst = max(worst, abs(values[i] - other[i])) }
+            }
+            return worst
+        }
+
+        @Test func twoRanksMatchOneProcessAtTheSameGlobalBatch() throws {
+            let one = work.appendingPathComponent("one").path, two = work.appendingPathComponent("two").path
+            let arguments = ["train", "configs/fashion-mnist-mlp.json", "--epochs", "1", "--batch-size", "128"]
+            let single = try TandemProcess.run(arguments + ["--checkpoint-dir", one, "--progress", "silent"])
+            #expect(single.status == 0, "\(single.stderr)")
+            let mirrored = try TandemProcess.mpirun(ranks: 2, arguments + ["--checkpoint-dir", two])
+            #expect(mirrored.status == 0, "\(mirrored.stderr)")
+            #expect(mirrored.stdout.contains("2 replicas, 64 rows each of every global batch of 128"))
+            #expect(mirrored.stdout.components(separatedBy: "Epoch 1/1").count == 2, "only rank 0 reports: \(mirrored.stdout)")
+            let difference = try maxDifference(one + "/epoch-0001.safetensors", two + "/epoch-0001.safetensors")
+            #expect(difference < 1e-5, "2 ranks drifted \(difference) from one process after an epoch")
+        }
+
+        @Test func sameSeedSameRanksIsBitIdentical() throws {
+            let a = work.appendingPathComponent("a").path, b = work.appendingPathComponent("b").path
+            for folder in [a, b] {
+                let run = try TandemProcess.mpirun(ranks: 2, ["train", "configs/fashion-mnist-mlp.json", "--epochs", "1",
+                                                              "--batch-size", "128", "--checkpoint-dir", folder])
+                #expect(run.status == 0, "\(run.stderr)")
+            }
+            let first = try Data(contentsOf: URL(fileURLWithPath: a + "/epoch-0001.safetensors"))
+            let second = try Data(contentsOf: URL(fileURLWithPath: b + "/epoch-0001.safetensors"))
+            #expect(first == second)
+        }
+
+        @Test func checkpointOfTwoRanksResumesInOneProcess() throws {
+            let straight = work.appendingPathComponent("straight").path, resumed = work.appendingPathComponent("resumed").path
+            let arguments = ["train", "configs/fashion-mnist-mlp.json", "--batch-size", "128"]
+            #expect(try TandemProcess.mpirun(ranks: 2, arguments + ["--epochs", "2", "--checkpoint-dir", straight]).status == 0)
+            #expect(try TandemProcess.mpirun(ranks: 2, arguments + ["--epochs", "1", "--checkpoint-dir", resumed]).status == 0)
+            let single = try TandemProcess.run(arguments + ["--epochs", "2", "--checkpoint-dir", resumed, "--resume", "latest", "--progress", "lines"])
+            #expect(single.status == 0, "\(single.stderr)")
+            #expect(single.stdout.contains("after epoch 1"))
+            let difference = try maxDifference(straight + "/epoch-0002.safetensors", resumed + "/epoch-0002.safetensors")
+            #expect(difference < 1e-4, "resumed in one process drifted \(difference) from the 2-rank run")
+        }
+
+        @Test func aFailingRankStopsTheJobWithItsMessage() throws {
+            let script = """
+                if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then data=/nonexistent/fashion; else data=/usr/share/datasets/fashion-mnist; fi
+                exec "$TANDEM" train configs/fashion-mnist-mlp.json --data-dir "$data"
+                """
+            let run = try TandemProcess.mpirunShell(ranks: 2, script, timeoutSeconds: 60)
+            #expect(run.status == 1, "\(run.stderr)")
+            #expect(run.stderr.contains("tandem: error: rank 1: /nonexistent/fashion/train-images-idx3-ubyte.gz"), "\(run.stderr)")
+        }
+
+        @Test func aDivergingLossStopsEveryRankWithOneMessage() throws {
+            let run = try TandemProcess.mpirun(ranks: 2, ["train", "configs/linear-regression.json", "--batch-size", "10",
+                                                          "--learning-rate", "1e10"], timeoutSeconds: 60)
+            #expect(run.status == 1)
+            #expect(run.stderr.components(separatedBy: "tandem: error:").count == 2, "one report: \(run.stderr)")
+            #expect(run.stderr.contains("step 1"), "\(run.stderr)")
+        }
+
+        @Test func aKilledRankEndsTheJobInSeconds() throws {
+            let script = """
+                if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then
+                    "$TANDEM" train configs/fashion-mnist-mlp.json --epochs 200 & sleep 2; kill -9 $!; wait $!; exit $?
+                fi
+                exec "$TANDEM" train configs/fashion-mnist-mlp.json --epochs 200
+                """
+            let start = Date()
+            let run = try TandemProcess.mpirunShell(ranks: 2, script, timeoutSeconds: 60)
+            #expect(run.status != 0 && run.status != 124, "exit \(run.status): the job must stop, not time out")
+            #expect(Date().timeIntervalSince(start) < 20)
+        }
+
+        @Test func aStoppedRankIsReportedByTheWatchdog() throws {
+            let script = """
+                if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then
+                    "$TANDEM" train configs/fashion-mnist-mlp.json --epochs 200 --collective-timeout 3 & sleep 2; kill -STOP $!; wait $!; exit $?
+                fi
+                exec "$TANDEM" train configs/fashion-mnist-mlp.json --epochs 200 --collective-timeout 3
+                """
+            let start = Date()
+            let run = try TandemProcess.mpirunShell(ranks: 2, script, timeoutSeconds: 60)
+            #expect(run.status != 0 && run.status != 124, "exit \(run.status): the watchdog must end the job")
+            #expect(run.stderr.contains("rank 0: all-reduce of"), "\(run.stderr)")
+            #expect(Date().timeIntervalSince(start) < 30)
+        }
+    }
+}
