@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Tandem's one entry point: set-up, build, and the jobs a user runs.
 #
-#   ./launch.sh              install what is missing, build, train configs/fashion-mnist-mlp.json
-#   ./launch.sh test         same set-up, then the whole test suite
-#   ./launch.sh bench        speed, accuracy, start-up and memory against the C floor (../shared/floor)
-#   ./launch.sh train ARGS   build, then `tandem train ARGS`
+#   ./launch.sh                     install what is missing, build, train configs/fashion-mnist-mlp-mirrored.json on 2 MPI ranks
+#   ./launch.sh -np N CONFIG [ARGS] the same for any config and rank count (ARGS go to `tandem train`)
+#   ./launch.sh test                same set-up, then the whole test suite
+#   ./launch.sh bench               speed, accuracy, start-up and memory against the C floor (../shared/floor)
+#   ./launch.sh train ARGS          build, then `tandem train ARGS` in one process
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -39,6 +40,18 @@ build() {
 
 # mpirun as root, on more ranks than cores, and quick to end a job whose rank died: flags users never type.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_odls_base_sigkill_timeout=0
+# Shared-memory all-reduces of gradient-sized buffers are faster without the single-copy path here (KNOWHOW).
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+
+# mpirun -np N tandem train CONFIG ARGS; more ranks than cores are allowed (each rank then shares a core).
+run_mirrored() {
+    local ranks="$1"; shift
+    [ $# -ge 1 ] || die "usage: ./launch.sh -np N CONFIG [tandem train flags]"
+    [ -f "$1" ] || die "$1: no such config file"
+    local oversubscribe=()
+    [ "$ranks" -gt "$(nproc)" ] && oversubscribe=(--oversubscribe)
+    mpirun -np "$ranks" "${oversubscribe[@]}" "$TANDEM" train "$@"
+}
 
 run_tests() {
     build --build-tests
@@ -53,7 +66,7 @@ run_bench() {
         || die "no floor at $floor (set FLOOR_DIR)"
     local rounds="${BENCH_ROUNDS:-5}" out
     out="$(mktemp -d)"
-    say "benchmark: $rounds rounds, floor and tandem alternating (medians reported)"
+    say "benchmark: $rounds rounds, floor and tandem alternating in each (medians reported; raw files in $out)"
     for round in $(seq 1 "$rounds"); do
         for model in relu tanh; do
             local config=configs/fashion-mnist-mlp.json
@@ -61,36 +74,58 @@ run_bench() {
             "$floor/bin/floor_mlp" --model "$model" | tail -1 >"$out/floor-$model-$round.json"
             "$TANDEM" train "$config" --seed "$round" --progress silent --metrics "$out/tandem-$model-$round.jsonl"
         done
+        mpirun -np 2 "$TANDEM" train configs/fashion-mnist-mlp-mirrored.json --seed "$round" --progress silent \
+            --metrics "$out/mirrored-relu-$round.jsonl" >/dev/null
+        mpirun -np 2 "$TANDEM" train configs/fashion-mnist-tanh.json --batch-size 128 --seed "$round" --progress silent \
+            --metrics "$out/mirrored-tanh-$round.jsonl" >/dev/null
+        for floats in 15910 42310; do
+            mpirun -np 2 "$floor/bin/floor_allreduce" --floats "$floats" --iters 2000 | tail -1 >"$out/allreduce-$floats-$round.json"
+        done
     done
     python3 - "$out" "$rounds" <<'PY'
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 median = statistics.median
-print(f"{'model':6} {'floor s/epoch':>13} {'tandem s/epoch':>14} {'ratio':>6} {'tandem samples/s':>16} "
-      f"{'accuracy (seeds 1..%d)' % rounds:>24} {'floor acc':>9} {'startup s':>9} {'floor startup':>13} {'RSS MB':>7}")
+def summary(path):
+    return [json.loads(line) for line in open(path)][-1]
+def epoch(record):  # the floor reports the median of epochs 2..N; do the same
+    return median(record["epoch_seconds"][1:] or record["epoch_seconds"])
+def spread(values):
+    return f"{median(values):.4f} [{min(values):.4f}-{max(values):.4f}]"
+
+print(f"One process, one BLAS thread ({rounds} rounds; accuracy over seeds 1..{rounds})")
+print(f"{'model':6} {'floor s/epoch':>13} {'tandem s/epoch':>14} {'ratio':>6} {'samples/s':>10} {'test accuracy':>24} "
+      f"{'floor acc':>9} {'startup s':>9} {'floor':>6} {'RSS MB':>7}")
 for model in ("relu", "tanh"):
-    ratios, epochs, floors, rates, accuracies, startups, floor_startups, rss, floor_acc = ([] for _ in range(9))
+    rows = [(json.load(open(f"{out}/floor-{model}-{r}.json")), summary(f"{out}/tandem-{model}-{r}.jsonl")) for r in range(1, rounds + 1)]
+    ratio = median(epoch(t) / f["epoch_seconds_median"] for f, t in rows)
+    print(f"{model:6} {median(f['epoch_seconds_median'] for f, _ in rows):13.4f} {median(epoch(t) for _, t in rows):14.4f} "
+          f"{ratio:5.2f}x {median(t['samples_per_sec'] for _, t in rows):10.0f} {spread([t['test_accuracy'] for _, t in rows]):>24} "
+          f"{median(f['test_accuracy'] for f, _ in rows):9.4f} {median(t['startup_seconds'] for _, t in rows):9.3f} "
+          f"{median(f['startup_seconds'] for f, _ in rows):6.3f} {median(t['peak_rss_bytes'] / 1e6 for _, t in rows):7.1f}")
+
+print()
+print("Two MPI ranks (mpirun -np 2), global batch 128")
+for model, floats in (("relu", 15910), ("tanh", 42310)):
+    rows = []
     for r in range(1, rounds + 1):
-        floor = json.load(open(f"{out}/floor-{model}-{r}.json"))
-        records = [json.loads(line) for line in open(f"{out}/tandem-{model}-{r}.jsonl")]
-        summary = records[-1]
-        epoch = median(summary["epoch_seconds"][1:] or summary["epoch_seconds"])
-        ratios.append(epoch / floor["epoch_seconds_median"])
-        epochs.append(epoch); floors.append(floor["epoch_seconds_median"])
-        rates.append(summary["samples_per_sec"]); accuracies.append(summary["test_accuracy"])
-        startups.append(summary["startup_seconds"]); floor_startups.append(floor["startup_seconds"])
-        rss.append(summary["peak_rss_bytes"] / 1e6); floor_acc.append(floor["test_accuracy"])
-    acc = f"{median(accuracies):.4f} [{min(accuracies):.4f}-{max(accuracies):.4f}]"
-    print(f"{model:6} {median(floors):13.4f} {median(epochs):14.4f} {median(ratios):5.2f}x {median(rates):16.0f} "
-          f"{acc:>24} {median(floor_acc):9.4f} {median(startups):9.3f} {median(floor_startups):13.3f} {median(rss):7.1f}")
+        one, two = summary(f"{out}/tandem-{model}-{r}.jsonl"), summary(f"{out}/mirrored-{model}-{r}.jsonl")
+        raw = json.load(open(f"{out}/allreduce-{floats}-{r}.json"))
+        rows.append((epoch(two), epoch(two) / epoch(one), two["allreduce_us"], two["allreduce_us"] / raw["median_us"], raw["median_us"], two["test_accuracy"]))
+    column = lambda i: [row[i] for row in rows]
+    print(f"{model:6} 2-rank s/epoch {median(column(0)):.4f}  vs 1 rank at batch 64: {median(column(1)):.2f}x  "
+          f"all-reduce/step {median(column(2)):.1f} us = {median(column(3)):.2f}x raw MPI_Allreduce of {floats} floats ({median(column(4)):.1f} us)  "
+          f"test accuracy {spread(column(5))}  vs TensorFlow MWMS 8 s/epoch: {8 / median(column(0)):.0f}x")
 PY
 }
 
 case "${1:-}" in
-    "")        install_system_packages; build; "$TANDEM" train configs/fashion-mnist-mlp.json ;;
+    "")        install_system_packages; build; run_mirrored 2 configs/fashion-mnist-mlp-mirrored.json ;;
+    -np)       [ $# -ge 3 ] || die "usage: ./launch.sh -np N CONFIG [tandem train flags]"
+               ranks="$2"; shift 2; install_system_packages; build; run_mirrored "$ranks" "$@" ;;
     test)      install_system_packages; run_tests ;;
     bench)     install_system_packages; run_bench ;;
     train)     shift; install_system_packages; build >/dev/null; "$TANDEM" train "$@" ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
     *)         die "unknown command '$1' (try ./launch.sh --help)" ;;
 esac

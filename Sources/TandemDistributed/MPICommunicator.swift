@@ -10,10 +10,20 @@ import TandemTrain
 /// never times out, so a watchdog thread aborts the whole job when one collective has waited longer than
 /// `collectiveTimeoutSeconds` — a rank that stopped answering ends the job with a message instead of hanging it.
 public final class MPICommunicator: Communicator {
+    /// How all-reduced floats travel: as float32, or rounded to bfloat16 (half the bytes, 8 significant bits).
+    public enum WireType: String, CaseIterable, Sendable {
+        case float32, bf16
+    }
+
     public let rank: Int
     public let size: Int
+    public let wireType: WireType
     private let world: MPI_Comm
     private let watchdog: CollectiveWatchdog
+    /// bf16 staging buffer, grown (rarely) to the largest all-reduce seen, and the MPI operation that sums it.
+    private var wireBuffer: UnsafeMutablePointer<UInt16>?
+    private var wireCapacity = 0
+    private var bfloat16Sum: MPI_Op?
 
     /// True when this process was started by mpirun (OpenMPI or any PMIx launcher); otherwise Tandem runs as one
     /// process without touching MPI.
@@ -22,7 +32,8 @@ public final class MPICommunicator: Communicator {
         return environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
     }
 
-    public init(collectiveTimeoutSeconds: Double = 300) throws {
+    public init(collectiveTimeoutSeconds: Double = 300, wireType: WireType = .float32) throws {
+        self.wireType = wireType
         var provided: Int32 = 0
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
@@ -37,12 +48,36 @@ public final class MPICommunicator: Communicator {
         self.rank = Int(rank)
         self.size = Int(size)
         watchdog = CollectiveWatchdog(rank: Int(rank), timeoutSeconds: collectiveTimeoutSeconds)
+        if wireType == .bf16 {
+            var op: MPI_Op?
+            try Self.check(MPI_Op_create(sumBFloat16, 1, &op), "MPI_Op_create")
+            bfloat16Sum = op
+        }
     }
+
+    deinit { wireBuffer?.deallocate() }
 
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         try collective(.allreduce, count: count) {
             MPI_Allreduce(tandem_mpi_in_place(), buffer, Int32(count), tandem_mpi_float(), tandem_mpi_sum(), world)
         }
+    }
+
+    public func allreduceGradients(_ buffer: UnsafeMutablePointer<Float>, count: Int, exactTail: Int) throws {
+        guard wireType == .bf16 else { return try allreduceSum(buffer, count: count) }
+        let compressed = count - exactTail
+        if compressed > wireCapacity {
+            wireBuffer?.deallocate()
+            wireBuffer = .allocate(capacity: compressed)
+            wireCapacity = compressed
+        }
+        let wire = wireBuffer!
+        convertToBFloat16(buffer, wire, count: compressed)
+        try collective(.allreduce, count: compressed) {
+            MPI_Allreduce(tandem_mpi_in_place(), wire, Int32(compressed), tandem_mpi_uint16(), bfloat16Sum, world)
+        }
+        convertFromBFloat16(wire, buffer, count: compressed)
+        if exactTail > 0 { try allreduceSum(buffer + compressed, count: exactTail) }
     }
 
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {
@@ -95,6 +130,16 @@ public final class MPICommunicator: Communicator {
         var length: Int32 = 0
         MPI_Error_string(code, &text, &length)
         throw TandemError(.communication, "\(what) failed: \(String(cString: text))")
+    }
+}
+
+/// The MPI reduction for bfloat16 payloads: add in float, round back (commutative, so MPI may reorder freely).
+private func sumBFloat16(_ input: UnsafeMutableRawPointer?, _ accumulator: UnsafeMutableRawPointer?,
+                         _ length: UnsafeMutablePointer<Int32>?, _ type: UnsafeMutablePointer<MPI_Datatype?>?) {
+    guard let input, let accumulator, let length else { return }
+    let a = input.assumingMemoryBound(to: UInt16.self), b = accumulator.assumingMemoryBound(to: UInt16.self)
+    for i in 0..<Int(length.pointee) {
+        b[i] = bfloat16Bits(floatFromBFloat16Bits(a[i]) + floatFromBFloat16Bits(b[i]))
     }
 }
 

@@ -6,8 +6,11 @@ public protocol Communicator: AnyObject {
     /// This replica's index among all replicas, and how many there are.
     var rank: Int { get }
     var size: Int { get }
-    /// In-place element-wise sum over all replicas.
+    /// In-place element-wise sum over all replicas, exact to float32.
     func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
+    /// The per-step gradient sum: like `allreduceSum`, but a communicator may trade precision for bytes on the wire
+    /// in the first `count - exactTail` values (the gradients); the last `exactTail` (loss and hit counts) stay exact.
+    func allreduceGradients(_ buffer: UnsafeMutablePointer<Float>, count: Int, exactTail: Int) throws
     /// Replaces `buffer` on every replica with the root's.
     func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws
     /// Every replica's bytes, in rank order.
@@ -33,6 +36,10 @@ public struct AgreedFailure: Error, CustomStringConvertible {
 }
 
 extension Communicator {
+    public func allreduceGradients(_ buffer: UnsafeMutablePointer<Float>, count: Int, exactTail: Int) throws {
+        try allreduceSum(buffer, count: count)
+    }
+
     /// Runs `body` on every replica, then lets them agree on the outcome: if any replica failed, every replica throws
     /// `AgreedFailure` with the failing ranks' messages (one message when all failed alike). A replica that fails
     /// alone would otherwise leave the others waiting in their next collective.

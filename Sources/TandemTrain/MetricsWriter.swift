@@ -22,6 +22,7 @@ public final class MetricsWriter {
             "seconds": result.seconds, "samples_per_sec": result.samplesPerSecond,
         ]
         if reportsAccuracy { record["accuracy"] = result.train.accuracy }
+        if let allreduce = result.allreduceSeconds { record["allreduce_us"] = allreduce * 1e6 }
         if let validation = result.validation {
             record["val_loss"] = validation.meanLoss
             if reportsAccuracy { record["val_accuracy"] = validation.accuracy }
@@ -35,6 +36,8 @@ public final class MetricsWriter {
             "samples_per_sec": summary.samplesPerSecond, "startup_seconds": summary.startupSeconds,
             "peak_rss_bytes": summary.peakResidentBytes, "wall_seconds": summary.wallSeconds,
         ]
+        let allreduce = summary.epochs.compactMap(\.allreduceSeconds).sorted()
+        if !allreduce.isEmpty { record["allreduce_us"] = allreduce[allreduce.count / 2] * 1e6 }
         if let test = summary.test {
             record["test_loss"] = test.meanLoss
             if reportsAccuracy { record["test_accuracy"] = test.accuracy }

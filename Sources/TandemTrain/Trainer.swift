@@ -37,6 +37,8 @@ public struct EpochResult: Sendable {
     public var train: LossStatistics
     public var validation: LossStatistics?
     public var seconds: Double
+    /// Median time of one step's gradient all-reduce (waiting for the slowest replica included); nil on one replica.
+    public var allreduceSeconds: Double?
     public var samplesPerSecond: Double { seconds > 0 ? Double(train.count) / seconds : 0 }
 }
 
@@ -55,6 +57,8 @@ public final class Trainer {
 
     private let lossFusesLastActivation: Bool
     private let evaluator: Evaluator
+    /// Per-step all-reduce durations of the current epoch, allocated once.
+    private let allreduceTimes: UnsafeMutableBufferPointer<Double>
 
     public init(config: JobConfig, data: DataSource, communicator: Communicator = LocalCommunicator()) throws {
         self.config = config
@@ -71,8 +75,11 @@ public final class Trainer {
             throw TandemError(.badConfig, "\(config.sourcePath ?? "config"): a softmax output layer needs loss sparse_categorical_crossentropy, not \(loss.rawValue)")
         }
         lossFusesLastActivation = loss.fusesSoftmax && [.softmax, .identity].contains(model.lastActivation)
+        allreduceTimes = .allocate(capacity: pipeline.stepsPerEpoch)
         evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
     }
+
+    deinit { allreduceTimes.deallocate() }
 
     /// Continues from a checkpoint: parameters, optimizer state, and the number of epochs already done.
     public func restore(from path: String) throws {
@@ -136,7 +143,9 @@ public final class Trainer {
         model.backward(lossFusesLastActivation: lossFusesLastActivation)
         gradients[tail] = Float(statistics.lossSum)
         gradients[tail + 1] = Float(statistics.correct)
-        try communicator.allreduceSum(gradients, count: tail + Sequential.statisticsSlots)
+        let reduceStart = ProcessStatistics.now()
+        try communicator.allreduceGradients(gradients, count: tail + Sequential.statisticsSlots, exactTail: Sequential.statisticsSlots)
+        allreduceTimes[batch.step] = ProcessStatistics.now() - reduceStart
         let stepLoss = gradients[tail]
         guard stepLoss.isFinite else {
             throw TandemError(.numeric, "loss became \(stepLoss) at epoch \(epoch + 1), step \(batch.step + 1) (learning rate \(optimizer.currentLearningRate)); lower optimizer.learning_rate or check the data scaling")
@@ -173,7 +182,10 @@ public final class Trainer {
             }
             let seconds = ProcessStatistics.now() - epochStart
             let validation = data.validationRows.isEmpty ? nil : try evaluate(data.train, rows: data.validationRows)
-            let result = EpochResult(epoch: epoch, train: statistics, validation: validation, seconds: seconds)
+            var result = EpochResult(epoch: epoch, train: statistics, validation: validation, seconds: seconds)
+            if communicator.size > 1 {
+                result.allreduceSeconds = allreduceTimes.sorted()[pipeline.stepsPerEpoch / 2]
+            }
             summary.epochs.append(result)
             completedEpochs = epoch + 1
             progress.endEpoch(result)

@@ -59,11 +59,15 @@ struct Train: ParsableCommand {
     @Option(help: "Seconds a rank waits in one collective for the others before the job is aborted (under mpirun).")
     var collectiveTimeout: Double = 120
 
+    @Option(help: "How gradients travel in the all-reduce under mpirun: float32, or bf16 for half the bytes.")
+    var allreduceDtype: MPICommunicator.WireType = .float32
+
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
         let log = compute.apply()
-        let mpi = MPICommunicator.isLaunchedByMPI ? try MPICommunicator(collectiveTimeoutSeconds: collectiveTimeout) : nil
+        let mpi = MPICommunicator.isLaunchedByMPI
+            ? try MPICommunicator(collectiveTimeoutSeconds: collectiveTimeout, wireType: allreduceDtype) : nil
         let communicator: Communicator = mpi ?? LocalCommunicator()
         do {
             try train(communicator: communicator, log: log)
@@ -149,3 +153,5 @@ struct Train: ParsableCommand {
               + "peak RSS \(megabytes(summary.peakResidentBytes))  wall \(fixed(summary.wallSeconds, 2)) s")
     }
 }
+
+extension MPICommunicator.WireType: ExpressibleByArgument {}
