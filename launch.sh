@@ -40,8 +40,6 @@ build() {
 
 # mpirun as root, on more ranks than cores, and quick to end a job whose rank died: flags users never type.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_odls_base_sigkill_timeout=0
-# Shared-memory all-reduces of gradient-sized buffers are faster without the single-copy path here (KNOWHOW).
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
 
 # mpirun -np N tandem train CONFIG ARGS; more ranks than cores are allowed (each rank then shares a core).
 run_mirrored() {

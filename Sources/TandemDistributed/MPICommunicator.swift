@@ -24,6 +24,10 @@ public final class MPICommunicator: Communicator {
     private var wireBuffer: UnsafeMutablePointer<UInt16>?
     private var wireCapacity = 0
     private var bfloat16Sum: MPI_Op?
+    /// Requests of the gradient buckets in flight (capacity fixed at start: no allocation per step).
+    private let bucketRequests: UnsafeMutablePointer<MPI_Request?>
+    private var bucketsInFlight = 0
+    private static let maxBuckets = 256
 
     /// True when this process was started by mpirun (OpenMPI or any PMIx launcher); otherwise Tandem runs as one
     /// process without touching MPI.
@@ -48,6 +52,7 @@ public final class MPICommunicator: Communicator {
         self.rank = Int(rank)
         self.size = Int(size)
         watchdog = CollectiveWatchdog(rank: Int(rank), timeoutSeconds: collectiveTimeoutSeconds)
+        bucketRequests = .allocate(capacity: Self.maxBuckets)
         if wireType == .bf16 {
             var op: MPI_Op?
             try Self.check(MPI_Op_create(sumBFloat16, 1, &op), "MPI_Op_create")
@@ -55,7 +60,10 @@ public final class MPICommunicator: Communicator {
         }
     }
 
-    deinit { wireBuffer?.deallocate() }
+    deinit {
+        wireBuffer?.deallocate()
+        bucketRequests.deallocate()
+    }
 
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         try collective(.allreduce, count: count) {
@@ -78,6 +86,30 @@ public final class MPICommunicator: Communicator {
         }
         convertFromBFloat16(wire, buffer, count: compressed)
         if exactTail > 0 { try allreduceSum(buffer + compressed, count: exactTail) }
+    }
+
+    public func startGradientBucket(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard bucketsInFlight < Self.maxBuckets else {
+            throw TandemError(.usage, "more than \(Self.maxBuckets) gradient buckets in one step; use a larger bucket size")
+        }
+        let code = MPI_Iallreduce(tandem_mpi_in_place(), buffer, Int32(count), tandem_mpi_float(), tandem_mpi_sum(), world,
+                                  bucketRequests + bucketsInFlight)
+        if code != MPI_SUCCESS { try Self.check(code, "starting the all-reduce of a \(count)-float gradient bucket") }
+        bucketsInFlight += 1
+    }
+
+    public func progressGradientBuckets() throws {
+        guard bucketsInFlight > 0 else { return }
+        var done: Int32 = 0
+        let code = MPI_Testall(Int32(bucketsInFlight), bucketRequests, &done, nil)
+        if code != MPI_SUCCESS { try Self.check(code, "progressing gradient buckets") }
+    }
+
+    public func finishGradientBuckets() throws {
+        guard bucketsInFlight > 0 else { return }
+        let count = bucketsInFlight
+        bucketsInFlight = 0
+        try collective(.allreduce, count: count) { MPI_Waitall(Int32(count), bucketRequests, nil) }
     }
 
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {

@@ -78,6 +78,12 @@ public final class Sequential: @unchecked Sendable {
     /// Back-propagates `dOutput` through the layers of the last forward, accumulating into `gradients`.
     /// `lossFusesLastActivation`: the loss already gave the gradient w.r.t. the pre-activation (softmax + CE).
     public func backward(lossFusesLastActivation: Bool) {
+        backward(lossFusesLastActivation: lossFusesLastActivation, afterLayer: { _ in })
+    }
+
+    /// `afterLayer(l)` runs as soon as layer l's gradients are final (last layer first): where a strategy starts
+    /// sending them while the earlier layers are still being differentiated.
+    public func backward(lossFusesLastActivation: Bool, afterLayer: (Int) throws -> Void) rethrows {
         guard let input = lastInput else { preconditionFailure("backward() before forward()") }
         for index in stride(from: layers.count - 1, through: 0, by: -1) {
             let layerInput = index == 0 ? input : UnsafePointer(outputs[index - 1].base)
@@ -86,6 +92,7 @@ public final class Sequential: @unchecked Sendable {
                 output: outputs[index].base, dOutput: dOutputs[index].base,
                 dInput: index == 0 ? nil : dOutputs[index - 1].base, rows: lastRows,
                 activationIsFused: index == layers.count - 1 && lossFusesLastActivation)
+            try afterLayer(index)
         }
     }
 

@@ -11,6 +11,13 @@ public protocol Communicator: AnyObject {
     /// The per-step gradient sum: like `allreduceSum`, but a communicator may trade precision for bytes on the wire
     /// in the first `count - exactTail` values (the gradients); the last `exactTail` (loss and hit counts) stay exact.
     func allreduceGradients(_ buffer: UnsafeMutablePointer<Float>, count: Int, exactTail: Int) throws
+    /// Starts summing one bucket of gradients in the background (it may complete at once); the buffer must stay
+    /// untouched until `finishGradientBuckets()` returns. Buckets are started in the same order on every replica.
+    func startGradientBucket(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
+    /// Lets started buckets progress without waiting (called between layers of backward).
+    func progressGradientBuckets() throws
+    /// Waits until every started bucket is summed.
+    func finishGradientBuckets() throws
     /// Replaces `buffer` on every replica with the root's.
     func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws
     /// Every replica's bytes, in rank order.
@@ -39,6 +46,15 @@ extension Communicator {
     public func allreduceGradients(_ buffer: UnsafeMutablePointer<Float>, count: Int, exactTail: Int) throws {
         try allreduceSum(buffer, count: count)
     }
+
+    // Without a background path, a bucket is summed when it is started.
+    public func startGradientBucket(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        try allreduceSum(buffer, count: count)
+    }
+
+    public func progressGradientBuckets() throws {}
+
+    public func finishGradientBuckets() throws {}
 
     /// Runs `body` on every replica, then lets them agree on the outcome: if any replica failed, every replica throws
     /// `AgreedFailure` with the failing ranks' messages (one message when all failed alike). A replica that fails

@@ -54,6 +54,14 @@ public final class Trainer {
     public let loss: Loss
     public let pipeline: BatchPipeline
     public private(set) var completedEpochs = 0
+    /// Gradient buckets (PyTorch DDP style): when set, the gradients are all-reduced in buckets of at least this
+    /// many floats, each started as soon as backward has finished its layers, overlapping communication with the
+    /// rest of backward. nil: one fused all-reduce of the whole arena after backward.
+    public var gradientBucketFloats: Int? {
+        didSet { bucketAfterLayer = Self.planBuckets(model: model, minimumFloats: gradientBucketFloats) }
+    }
+    /// bucketAfterLayer[l]: the arena range to start reducing once layer l's backward is done.
+    private var bucketAfterLayer: [(offset: Int, count: Int)?] = []
 
     private let lossFusesLastActivation: Bool
     private let evaluator: Evaluator
@@ -121,6 +129,22 @@ public final class Trainer {
         return hash
     }
 
+    /// Walks the layers from the last (whose backward finishes first), closing a bucket once it holds
+    /// `minimumFloats` or the first layer is reached. The first bucket includes the loss/hit-count tail.
+    static func planBuckets(model: Sequential, minimumFloats: Int?) -> [(offset: Int, count: Int)?] {
+        guard let minimumFloats else { return [] }
+        var plan = [(offset: Int, count: Int)?](repeating: nil, count: model.layers.count)
+        var end = model.parameterCount + Sequential.statisticsSlots
+        for index in stride(from: model.layers.count - 1, through: 0, by: -1) {
+            let start = model.layers[index].kernel.offset
+            if end - start >= minimumFloats || index == 0 {
+                plan[index] = (start, end - start)
+                end = start
+            }
+        }
+        return plan
+    }
+
     /// The linear-scaling schedule: 1 without it; otherwise from 1 to N over the warm-up steps, then N.
     private func learningRateScale() -> Float {
         guard config.training.scaleLearningRate == true, communicator.size > 1 else { return 1 }
@@ -140,11 +164,24 @@ public final class Trainer {
         let statistics = loss.compute(
             outputs: output, targets: batch.targets, rows: batch.rows, columns: model.outputSize,
             dOutputs: model.dOutput, gradientScale: 1 / Float(pipeline.globalBatchSize))
-        model.backward(lossFusesLastActivation: lossFusesLastActivation)
         gradients[tail] = Float(statistics.lossSum)
         gradients[tail + 1] = Float(statistics.correct)
-        let reduceStart = ProcessStatistics.now()
-        try communicator.allreduceGradients(gradients, count: tail + Sequential.statisticsSlots, exactTail: Sequential.statisticsSlots)
+        let reduceStart: Double
+        if bucketAfterLayer.isEmpty {
+            model.backward(lossFusesLastActivation: lossFusesLastActivation)
+            reduceStart = ProcessStatistics.now()
+            try communicator.allreduceGradients(gradients, count: tail + Sequential.statisticsSlots, exactTail: Sequential.statisticsSlots)
+        } else {
+            try model.backward(lossFusesLastActivation: lossFusesLastActivation) { layer in
+                if let bucket = bucketAfterLayer[layer] {
+                    try communicator.startGradientBucket(gradients + bucket.offset, count: bucket.count)
+                } else {
+                    try communicator.progressGradientBuckets()
+                }
+            }
+            reduceStart = ProcessStatistics.now()
+            try communicator.finishGradientBuckets()
+        }
         allreduceTimes[batch.step] = ProcessStatistics.now() - reduceStart
         let stepLoss = gradients[tail]
         guard stepLoss.isFinite else {

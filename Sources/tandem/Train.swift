@@ -62,6 +62,9 @@ struct Train: ParsableCommand {
     @Option(help: "How gradients travel in the all-reduce under mpirun: float32, or bf16 for half the bytes.")
     var allreduceDtype: MPICommunicator.WireType = .float32
 
+    @Option(help: ArgumentHelp("All-reduce gradients in buckets of at least this many floats, each started as soon as backward has produced it (overlaps communication with backward); default: one fused all-reduce per step.", valueName: "floats"))
+    var bucketSize: Int?
+
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
@@ -91,6 +94,10 @@ struct Train: ParsableCommand {
                 if isChief { print("Resuming from \(checkpoint) after epoch \(trainer.completedEpochs)") }
             }
             return trainer
+        }
+        if let bucketSize {
+            guard bucketSize > 0 else { throw TandemError(.usage, "--bucket-size must be positive, found \(bucketSize)") }
+            trainer.gradientBucketFloats = bucketSize
         }
         try trainer.synchronizeReplicas()
         if isChief && communicator.size > 1 {

@@ -39,6 +39,20 @@ extension EndToEnd {
             #expect(difference < 1e-5, "2 ranks drifted \(difference) from one process after an epoch")
         }
 
+        @Test(arguments: [["--bucket-size", "200"], ["--allreduce-dtype", "bf16"]])
+        func gradientTransportVariantsTrainTheSameModel(variant: [String]) throws {
+            let fused = work.appendingPathComponent("fused").path, other = work.appendingPathComponent("variant").path
+            let arguments = ["train", "configs/fashion-mnist-mlp.json", "--epochs", "1", "--batch-size", "128"]
+            #expect(try TandemProcess.mpirun(ranks: 2, arguments + ["--checkpoint-dir", fused]).status == 0)
+            let run = try TandemProcess.mpirun(ranks: 2, arguments + ["--checkpoint-dir", other] + variant)
+            #expect(run.status == 0, "\(run.stderr)")
+            let difference = try maxDifference(fused + "/epoch-0001.safetensors", other + "/epoch-0001.safetensors")
+            // Buckets only change how the sum is cut up; bf16 rounds every gradient to 8 significant bits.
+            let tolerance: Float = variant.contains("bf16") ? 5e-2 : 1e-5
+            #expect(difference < tolerance, "\(variant) drifted \(difference) from the fused float32 all-reduce")
+            #expect(difference > 0 || !variant.contains("bf16"), "bf16 cannot be bit-identical to float32")
+        }
+
         @Test func sameSeedSameRanksIsBitIdentical() throws {
             let a = work.appendingPathComponent("a").path, b = work.appendingPathComponent("b").path
             for folder in [a, b] {
