@@ -17,6 +17,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "CAffinity"),
 
         .target(name: "TandemCore", dependencies: ["CBLAS"]),
         .target(name: "TandemNN", dependencies: ["TandemCore", "CBLAS"]),
@@ -25,7 +26,7 @@ let package = Package(
             "TandemCore", "TandemNN", "TandemData",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "TandemDistributed", dependencies: ["TandemTrain", "TandemCore", "CMPI"]),
+        .target(name: "TandemDistributed", dependencies: ["TandemTrain", "TandemCore", "CMPI", "CAffinity"]),
         .executableTarget(name: "tandem", dependencies: [
             "TandemCore", "TandemNN", "TandemData", "TandemTrain", "TandemDistributed",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -40,6 +41,7 @@ let package = Package(
         .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore"]),
         .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore"]),
         .testTarget(name: "TandemTrainTests", dependencies: ["TandemTrain", "TandemNN", "TandemData", "TandemCore"]),
+        .testTarget(name: "TandemDistributedTests", dependencies: ["TandemDistributed", "TandemTrain", "TandemCore"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TandemData", "TandemTrain"]),
     ]
 )

@@ -18,8 +18,10 @@ public enum CSVReader {
             bytes.append(contentsOf: chunk[0..<got])
         }
         fclose(handle)
-        let lines = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline)
-            .map { $0.trimmingWhitespace() }.enumerated().filter { !$0.element.isEmpty && !$0.element.hasPrefix("#") }
+        // Split on the bytes, keeping empty lines, so reported line numbers match an editor's (CR LF too).
+        let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+            .map { String(decoding: $0, as: UTF8.self).trimmingWhitespace() }
+            .enumerated().filter { !$0.element.isEmpty && !$0.element.hasPrefix("#") }
         guard let first = lines.first else { throw TandemError(.badInput, "\(path): no rows") }
 
         let firstFields = first.element.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingWhitespace() }

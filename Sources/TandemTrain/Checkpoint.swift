@@ -107,8 +107,16 @@ public struct Checkpoint {
                 throw bad("tensor \(name) has a malformed header entry")
             }
             guard dtype == "F32" else { throw bad("tensor \(name) has dtype \(dtype); Tandem reads F32 only") }
-            let count = shape.reduce(1, *)
-            guard offsets[0] >= 0, offsets[1] <= body.count, offsets[1] - offsets[0] == count * 4 else {
+            // A corrupt shape must not trap on overflow: a product beyond the body's size is wrong anyway.
+            var count = 1
+            for dimension in shape {
+                let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+                guard dimension >= 0, !overflow, product <= body.count / 4 else {
+                    throw bad("tensor \(name) data_offsets \(offsets) do not fit its shape \(shape) in a body of \(body.count) bytes")
+                }
+                count = product
+            }
+            guard offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= body.count, offsets[1] - offsets[0] == count * 4 else {
                 throw bad("tensor \(name) data_offsets \(offsets) do not fit its shape \(shape) in a body of \(body.count) bytes")
             }
             var values = [Float](repeating: 0, count: count)

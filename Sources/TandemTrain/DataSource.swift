@@ -54,7 +54,7 @@ public struct DataSource: Sendable {
         let trainRows = (0..<Int32(train.count - validationCount)).map { $0 }
         let validationRows = (Int32(train.count - validationCount)..<Int32(train.count)).map { $0 }
         let scaling: FeatureScaling
-        switch config.data.scaling ?? (config.data.format == "idx" ? "unit" : "none") {
+        switch config.data.scaling ?? (config.data.format.lowercased() == "idx" ? "unit" : "none") {
         case "unit": scaling = .unit(features: train.featureCount)
         case "standardize": scaling = .standardized(on: train, rows: trainRows)
         default: scaling = .identity(features: train.featureCount)
@@ -66,8 +66,14 @@ public struct DataSource: Sendable {
         guard examples.featureCount == config.model.inputSize else {
             throw TandemError(.badInput, "\(what) has \(examples.featureCount) features per example but model.input_size is \(config.model.inputSize)")
         }
-        if (try? Loss(name: config.loss)) == .sparseCategoricalCrossentropy, examples.classCount > config.model.outputSize {
-            throw TandemError(.badInput, "\(what) has labels up to \(examples.classCount - 1) but the model has only \(config.model.outputSize) outputs")
+        if (try? Loss(name: config.loss)) == .sparseCategoricalCrossentropy {
+            // Class labels index the model's outputs: anything else would read and write outside a row.
+            if let bad = examples.targets.firstIndex(where: { $0 < 0 || $0 != $0.rounded() || !$0.isFinite }) {
+                throw TandemError(.badInput, "\(what): example \(bad + 1) has label \(examples.targets[bad]); class labels must be whole numbers from 0")
+            }
+            if examples.classCount > config.model.outputSize {
+                throw TandemError(.badInput, "\(what) has labels up to \(examples.classCount - 1) but the model has only \(config.model.outputSize) outputs")
+            }
         }
     }
 }

@@ -8,8 +8,6 @@ public struct TrainingOptions: Sendable {
     /// Where to save one checkpoint per epoch (nil: no checkpoints) and how many to keep.
     public var checkpointDirectory: String?
     public var keepCheckpoints = 3
-    /// A checkpoint to continue from: its parameters, optimizer state and epoch count.
-    public var resumeFrom: String?
     /// JSON Lines metrics file (written by rank 0 only).
     public var metricsPath: String?
     public var progress: ProgressReporter.Style = .automatic

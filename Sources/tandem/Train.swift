@@ -65,15 +65,17 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("All-reduce gradients in buckets of at least this many floats, each started as soon as backward has produced it (overlaps communication with backward); default: one fused all-reduce per step.", valueName: "floats"))
     var bucketSize: Int?
 
+    @Option(help: ArgumentHelp("Replicas in this process, one thread, core and BLAS thread each; 'auto': one per core. Under mpirun, replicas per rank.", valueName: "n|auto"))
+    var replicas = ReplicaCount(count: 1)
+
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
         let log = compute.apply()
         let mpi = MPICommunicator.isLaunchedByMPI
             ? try MPICommunicator(collectiveTimeoutSeconds: collectiveTimeout, wireType: allreduceDtype) : nil
-        let communicator: Communicator = mpi ?? LocalCommunicator()
         do {
-            try train(communicator: communicator, log: log)
+            try train(mpi: mpi, log: log)
             mpi?.finalize()
         } catch {
             guard let mpi, mpi.size > 1 else { throw error }
@@ -81,23 +83,40 @@ struct Train: ParsableCommand {
         }
     }
 
-    private func train(communicator: Communicator, log: Logger) throws {
-        let isChief = communicator.rank == 0
-        // Set-up failures are agreed on, so every rank stops cleanly with one report instead of a hang.
-        let trainer = try communicator.agreeOnOutcome {
+    private func train(mpi: MPICommunicator?, log: Logger) throws {
+        let process: Communicator = mpi ?? LocalCommunicator()
+        // The data is loaded once per process and shared by its replica threads. Set-up failures are agreed on, so
+        // every rank stops cleanly with one report instead of leaving the others waiting.
+        let (job, data) = try process.agreeOnOutcome {
             let job = try loadJob()
             let data = try DataSource.load(config: job, dataDirectoryOverride: dataDir)
-            log.info("rank \(communicator.rank): loaded \(data.trainRows.count) training, \(data.validationRows.count) validation, \(data.test?.count ?? 0) test examples")
+            log.info("rank \(process.rank): loaded \(data.trainRows.count) training, \(data.validationRows.count) validation, \(data.test?.count ?? 0) test examples")
+            return (job, data)
+        }
+        let threads = replicas.count
+        guard threads > 1 else { return try trainReplica(job: job, data: data, communicator: process) }
+        let command = self
+        // Pin replicas to cores unless mpirun already placed this process.
+        let pin = mpi == nil && threads <= ProcessInfo.processInfo.activeProcessorCount
+        try ThreadReplicas.run(count: threads, process: mpi, timeoutSeconds: collectiveTimeout, pinToCores: pin) { _, communicator in
+            try command.trainReplica(job: job, data: data, communicator: communicator)
+        }
+    }
+
+    /// One replica's whole run: the same for a single process, an MPI rank and a replica thread.
+    private func trainReplica(job: JobConfig, data: DataSource, communicator: Communicator) throws {
+        let isChief = communicator.rank == 0
+        let trainer = try communicator.agreeOnOutcome {
             let trainer = try Trainer(config: job, data: data, communicator: communicator)
             if let checkpoint = try resumePath() {
                 try trainer.restore(from: checkpoint)
                 if isChief { print("Resuming from \(checkpoint) after epoch \(trainer.completedEpochs)") }
             }
+            if let bucketSize {
+                guard bucketSize > 0 else { throw TandemError(.usage, "--bucket-size must be positive, found \(bucketSize)") }
+                trainer.gradientBucketFloats = bucketSize
+            }
             return trainer
-        }
-        if let bucketSize {
-            guard bucketSize > 0 else { throw TandemError(.usage, "--bucket-size must be positive, found \(bucketSize)") }
-            trainer.gradientBucketFloats = bucketSize
         }
         try trainer.synchronizeReplicas()
         if isChief && communicator.size > 1 {
@@ -108,7 +127,7 @@ struct Train: ParsableCommand {
         options.keepCheckpoints = keep
         options.metricsPath = metrics
         // mpirun hands ranks a pseudo-terminal even when its own output is a file: choose plain lines there.
-        options.progress = progress == .automatic && communicator.size > 1 ? .lines : progress
+        options.progress = progress == .automatic && MPICommunicator.isLaunchedByMPI ? .lines : progress
         let summary = try trainer.fit(options: options)
         if isChief { report(summary, trainer: trainer) }
     }
@@ -162,3 +181,22 @@ struct Train: ParsableCommand {
 }
 
 extension MPICommunicator.WireType: ExpressibleByArgument {}
+
+/// `--replicas N` or `--replicas auto` (the number of cores).
+struct ReplicaCount: ExpressibleByArgument, Sendable {
+    let count: Int
+
+    init(count: Int) { self.count = count }
+
+    init?(argument: String) {
+        if argument == "auto" {
+            count = ProcessInfo.processInfo.activeProcessorCount
+        } else if let value = Int(argument), value >= 1, value <= 1024 {
+            count = value
+        } else {
+            return nil
+        }
+    }
+
+    var defaultValueDescription: String { String(count) }
+}

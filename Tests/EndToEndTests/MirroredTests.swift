@@ -3,7 +3,7 @@ import TandemTrain
 import Testing
 
 extension EndToEnd {
-    /// `mpirun -np 2 tandem train`: the mirrored strategy against the single-process result, and how it fails.
+    /// The mirrored strategies (MPI ranks, replica threads, both) against the single-process result, and how they fail.
     @Suite struct MirroredTests {
         let work: URL
 
@@ -26,17 +26,21 @@ extension EndToEnd {
             return worst
         }
 
-        @Test func twoRanksMatchOneProcessAtTheSameGlobalBatch() throws {
-            let one = work.appendingPathComponent("one").path, two = work.appendingPathComponent("two").path
+        /// (MPI ranks, replica threads per rank) against one replica at the same global batch of 128.
+        @Test(arguments: [(2, 1), (1, 2), (2, 2)])
+        func replicasMatchOneProcessAtTheSameGlobalBatch(ranks: Int, threads: Int) throws {
+            let one = work.appendingPathComponent("one").path, many = work.appendingPathComponent("many").path
             let arguments = ["train", "configs/fashion-mnist-mlp.json", "--epochs", "1", "--batch-size", "128"]
             let single = try TandemProcess.run(arguments + ["--checkpoint-dir", one, "--progress", "silent"])
             #expect(single.status == 0, "\(single.stderr)")
-            let mirrored = try TandemProcess.mpirun(ranks: 2, arguments + ["--checkpoint-dir", two])
-            #expect(mirrored.status == 0, "\(mirrored.stderr)")
-            #expect(mirrored.stdout.contains("2 replicas, 64 rows each of every global batch of 128"))
-            #expect(mirrored.stdout.components(separatedBy: "Epoch 1/1").count == 2, "only rank 0 reports: \(mirrored.stdout)")
-            let difference = try maxDifference(one + "/epoch-0001.safetensors", two + "/epoch-0001.safetensors")
-            #expect(difference < 1e-5, "2 ranks drifted \(difference) from one process after an epoch")
+            let replicated = arguments + ["--checkpoint-dir", many, "--replicas", String(threads), "--progress", "lines"]
+            let run = ranks > 1 ? try TandemProcess.mpirun(ranks: ranks, replicated) : try TandemProcess.run(replicated)
+            #expect(run.status == 0, "\(run.stderr)")
+            let replicas = ranks * threads
+            #expect(run.stdout.contains("\(replicas) replicas, \(128 / replicas) rows each of every global batch of 128"))
+            #expect(run.stdout.components(separatedBy: "Epoch 1/1").count == 2, "only rank 0 reports: \(run.stdout)")
+            let difference = try maxDifference(one + "/epoch-0001.safetensors", many + "/epoch-0001.safetensors")
+            #expect(difference < 1e-5, "\(ranks) ranks × \(threads) threads drifted \(difference) from one process after an epoch")
         }
 
         @Test(arguments: [["--bucket-size", "200"], ["--allreduce-dtype", "bf16"]])
@@ -85,6 +89,14 @@ extension EndToEnd {
             let run = try TandemProcess.mpirunShell(ranks: 2, script, timeoutSeconds: 60)
             #expect(run.status == 1, "\(run.stderr)")
             #expect(run.stderr.contains("tandem: error: rank 1: /nonexistent/fashion/train-images-idx3-ubyte.gz"), "\(run.stderr)")
+        }
+
+        @Test func aDivergingLossStopsReplicaThreadsWithOneMessage() throws {
+            let run = try TandemProcess.run(["train", "configs/linear-regression.json", "--batch-size", "10", "--replicas", "2",
+                                             "--learning-rate", "1e10"], timeoutSeconds: 60)
+            #expect(run.status == 1)
+            #expect(run.stderr.components(separatedBy: "tandem: error:").count == 2, "one report: \(run.stderr)")
+            #expect(run.stderr.contains("step 1"), "\(run.stderr)")
         }
 
         @Test func aDivergingLossStopsEveryRankWithOneMessage() throws {

@@ -32,7 +32,7 @@ struct TandemProcess {
     }
 
     private static func mpirunPrefix(ranks: Int) -> [String] {
-        ["mpirun", "-np", String(ranks), "--oversubscribe", "--allow-run-as-root", "--mca", "odls_base_sigkill_timeout", "0"]
+        ["mpirun", "-np", String(ranks), "--oversubscribe", "--bind-to", "none", "--allow-run-as-root", "--mca", "odls_base_sigkill_timeout", "0"]
     }
 
     private static func execute(_ command: [String], timeoutSeconds: Int, in directory: URL? = nil) throws -> Outcome {

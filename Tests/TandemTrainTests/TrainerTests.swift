@@ -1,0 +1,188 @@
+import Foundation
+import Testing
+import TandemCore
+import TandemData
+import TandemNN
+import TandemTrain
+
+@Suite struct TrainerTests {
+    /// Loads a job written into `directory` (with its data) and builds its trainer.
+    static func trainer(_ directory: TemporaryDirectory, config: String, name: String = "job.json",
+                        epochs: Int? = nil) throws -> Trainer {
+        var job = try JobConfig.load(path: try directory.write(name, text: config))
+        if let epochs { job.training.epochs = epochs }
+        return try Trainer(config: job, data: try DataSource.load(config: job))
+    }
+
+    static let regressionCSV = "x,y\n0,1.0\n1,1.3\n2,3.1\n3,2.0\n4,5.0\n5,6.3\n6,6.6\n7,7.4\n8,8.0\n9,9.0\n"
+
+    static func regressionConfig(learningRate: String = "0.01", batch: Int = 10, epochs: Int = 2000) -> String {
+        """
+        {
+          "name": "linear-regression",
+          "data": { "format": "csv", "train": "linear.csv", "target": "y", "prefetch": false },
+          "model": { "input_size": 1, "layers": [ { "type": "dense", "units": 1, "activation": "identity" } ] },
+          "loss": "mean_squared_error",
+          "optimizer": { "name": "sgd", "learning_rate": \(learningRate) },
+          "training": { "batch_size": \(batch), "epochs": \(epochs), "seed": 0 }
+        }
+        """
+    }
+
+    @Test func linearRegressionReachesTheLeastSquaresLine() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try directory.write("linear.csv", text: Self.regressionCSV)
+        let trainer = try Self.trainer(directory, config: Self.regressionConfig())
+        let summary = try trainer.fit(options: silentOptions())
+        #expect(summary.epochs.count == 2000 && trainer.completedEpochs == 2000)
+        let w = trainer.model.parameters[0], b = trainer.model.parameters[1]
+        #expect(abs(w - 0.9424) < 1e-2, "w = \(w)")
+        #expect(abs(b - 0.7291) < 1e-2, "b = \(b)")
+        // The final loss is the least-squares residual: Σ (y − 0.94242 x − 0.72909)² / 10.
+        let ys: [Double] = [1.0, 1.3, 3.1, 2.0, 5.0, 6.3, 6.6, 7.4, 8.0, 9.0]
+        let slope = 77.75 / 82.5, intercept = 4.97 - slope * 4.5
+        let residual = ys.enumerated().reduce(0.0) { $0 + pow($1.element - slope * Double($1.offset) - intercept, 2) } / 10
+        #expect(abs(summary.epochs.last!.train.meanLoss - residual) < 1e-3)
+        let evaluated = try trainer.evaluate(trainer.data.train)
+        #expect(evaluated.count == 10 && abs(evaluated.meanLoss - residual) < 1e-3)
+        #expect(summary.epochs.allSatisfy { $0.validation == nil })
+    }
+
+    @Test func resumingGivesBitwiseIdenticalParameters() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try directory.write("train.csv", text: classificationCSV(rows: 96, seed: 1))
+        let config = classificationConfig(epochs: 6, data: #"{"format": "csv", "train": "train.csv", "target": "label", "prefetch": true}"#)
+
+        let straight = try Self.trainer(directory, config: config)
+        let straightSummary = try straight.fit(options: silentOptions())
+
+        let firstHalf = try Self.trainer(directory, config: config, epochs: 3)
+        var options = silentOptions()
+        options.checkpointDirectory = directory.file("checkpoints")
+        _ = try firstHalf.fit(options: options)
+        let checkpoint = directory.file("checkpoints/epoch-0003.safetensors")
+        #expect(FileManager.default.fileExists(atPath: checkpoint))
+
+        let resumed = try Self.trainer(directory, config: config)
+        #expect(resumed.model.parameterBits != firstHalf.model.parameterBits)
+        try resumed.restore(from: checkpoint)
+        #expect(resumed.completedEpochs == 3)
+        #expect(resumed.model.parameterBits == firstHalf.model.parameterBits)
+        let resumedSummary = try resumed.fit(options: silentOptions())
+
+        #expect(resumedSummary.epochs.map(\.epoch) == [3, 4, 5])
+        #expect(resumed.model.parameterBits == straight.model.parameterBits)
+        #expect(resumed.optimizer.iterations == straight.optimizer.iterations)
+        #expect(resumed.optimizer.iterations == 6 * 6)
+        for (a, b) in zip(resumed.optimizer.state, straight.optimizer.state) {
+            #expect(a.arena.array.map(\.bitPattern) == b.arena.array.map(\.bitPattern), "optimizer state \(a.name)")
+        }
+        #expect(resumedSummary.epochs.map(\.train.lossSum) == straightSummary.epochs.suffix(3).map(\.train.lossSum))
+        // Training did something: the straight run's loss fell.
+        #expect(straightSummary.epochs.last!.train.meanLoss < straightSummary.epochs.first!.train.meanLoss)
+    }
+
+    @Test func restoringAFinishedRunAsksForMoreEpochs() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try directory.write("train.csv", text: classificationCSV(rows: 64, seed: 2))
+        let config = classificationConfig(epochs: 2)
+        var options = silentOptions()
+        options.checkpointDirectory = directory.file("checkpoints")
+        _ = try Self.trainer(directory, config: config).fit(options: options)
+        let path = directory.file("checkpoints/epoch-0002.safetensors")
+        expectTandemError(.usage, mentioning: [path, "2 epochs"]) { try Self.trainer(directory, config: config).restore(from: path) }
+    }
+
+    @Test func validationSplitReportsValidationStatistics() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try directory.write("train.csv", text: classificationCSV(rows: 96, seed: 3))
+        let config = classificationConfig(epochs: 3, data: #"{"format": "csv", "train": "train.csv", "target": "label", "validation_split": 0.25}"#)
+        let trainer = try Self.trainer(directory, config: config)
+        #expect(trainer.data.trainRows == (0..<72).map { Int32($0) })
+        #expect(trainer.data.validationRows == (72..<96).map { Int32($0) })
+        #expect(trainer.pipeline.stepsPerEpoch == 4)
+        let summary = try trainer.fit(options: silentOptions())
+        #expect(summary.epochs.count == 3)
+        for result in summary.epochs {
+            #expect(result.train.count == 64)
+            let validation = try #require(result.validation)
+            #expect(validation.count == 24)
+            #expect(validation.meanLoss.isFinite && validation.meanLoss > 0)
+            #expect((0...24).contains(validation.correct))
+        }
+        // The last epoch's figures are those of the trained model on the held-out rows.
+        let again = try trainer.evaluate(trainer.data.train, rows: trainer.data.validationRows)
+        #expect(summary.epochs.last!.validation == again)
+    }
+
+    @Test func nonFiniteLossStopsWithEpochAndStep() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try directory.write("linear.csv", text: Self.regressionCSV)
+        // Two steps per epoch: the first step's update (lr 1e30) makes the second step's loss overflow.
+        let trainer = try Self.trainer(directory, config: Self.regressionConfig(learningRate: "1e30", batch: 5, epochs: 3))
+        let error = expectTandemError(.numeric, mentioning: ["epoch 1", "step 2", "learning_rate"]) {
+            _ = try trainer.fit(options: silentOptions())
+        }
+        #expect(error?.message.contains("inf") == true || error?.message.contains("nan") == true)
+        #expect(trainer.completedEpochs == 0)
+    }
+
+    @Test func metricsAndCheckpointsAreWritten() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try directory.write("train.csv", text: classificationCSV(rows: 80, seed: 4))
+        try directory.write("test.csv", text: classificationCSV(rows: 30, seed: 5))
+        let config = classificationConfig(
+            epochs: 4, data: #"{"format": "csv", "train": "train.csv", "test": "test.csv", "target": "label", "validation_split": 0.2}"#)
+        let trainer = try Self.trainer(directory, config: config)
+        var options = silentOptions()
+        options.metricsPath = directory.file("metrics.jsonl")
+        options.checkpointDirectory = directory.file("runs")
+        options.keepCheckpoints = 2
+        let summary = try trainer.fit(options: options)
+        #expect(summary.test?.count == 30)
+
+        let lines = try String(contentsOfFile: directory.file("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 5)
+        let records = try lines.map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        for (index, record) in records.prefix(4).enumerated() {
+            #expect(record["event"] as? String == "epoch")
+            #expect(record["epoch"] as? Int == index + 1)
+            #expect(record["loss"] is Double && record["accuracy"] is Double && record["val_loss"] is Double)
+        }
+        #expect(records[4]["event"] as? String == "summary")
+        #expect(records[4]["test_loss"] as? Double == summary.test?.meanLoss)
+
+        let saved = try FileManager.default.contentsOfDirectory(atPath: directory.file("runs")).sorted()
+        #expect(saved == ["epoch-0003.safetensors", "epoch-0004.safetensors"])
+        let last = try Checkpoint.read(path: directory.file("runs/epoch-0004.safetensors"))
+        #expect(last.metadata["epoch"] == "4" && last.metadata["name"] == "tiny-classifier")
+        #expect(last.metadata["step"] == String(trainer.optimizer.iterations))
+        let restored = try JSONDecoder().decode(JobConfig.self, from: Data(try #require(last.metadata["config"]).utf8))
+        #expect(restored.model == trainer.config.model)
+    }
+
+    @Test func inconsistentJobsAreRejected() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try directory.write("train.csv", text: classificationCSV(rows: 40, seed: 6))
+        // A softmax output trained with MSE.
+        let mse = classificationConfig().replacingOccurrences(of: "sparse_categorical_crossentropy", with: "mean_squared_error")
+        expectTandemError(.badConfig, mentioning: ["softmax", "mean_squared_error"]) { _ = try Self.trainer(directory, config: mse) }
+        // The data has 4 features, the model expects 5.
+        let wide = classificationConfig().replacingOccurrences(of: #""input_size": 4"#, with: #""input_size": 5"#)
+        expectTandemError(.badInput, mentioning: ["4 features", "model.input_size is 5"]) { _ = try Self.trainer(directory, config: wide) }
+        // Labels go up to 2 but the model has 2 outputs.
+        let narrow = classificationConfig().replacingOccurrences(of: #"{ "units": 3, "activation": "softmax" }"#,
+                                                                  with: #"{ "units": 2, "activation": "softmax" }"#)
+        expectTandemError(.badInput, mentioning: ["labels up to 2", "2 outputs"]) { _ = try Self.trainer(directory, config: narrow) }
+        // Missing training data names the file it looked for.
+        let absent = classificationConfig().replacingOccurrences(of: #""train": "train.csv""#, with: #""train": "absent.csv""#)
+        expectTandemError(.io, mentioning: [directory.file("absent.csv")]) { _ = try Self.trainer(directory, config: absent) }
+    }
+}
