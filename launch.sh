@@ -46,9 +46,11 @@ run_mirrored() {
     local ranks="$1"; shift
     [ $# -ge 1 ] || die "usage: ./launch.sh -np N CONFIG [tandem train flags]"
     [ -f "$1" ] || die "$1: no such config file"
-    local oversubscribe=()
-    [ "$ranks" -gt "$(nproc)" ] && oversubscribe=(--oversubscribe)
-    mpirun -np "$ranks" "${oversubscribe[@]}" "$TANDEM" train "$@"
+    local placement=()
+    [ "$ranks" -gt "$(nproc)" ] && placement+=(--oversubscribe)
+    # Replica threads inside each rank need more than the one core mpirun would bind the rank to.
+    case " $* " in *" --replicas "*) placement+=(--bind-to none) ;; esac
+    mpirun -np "$ranks" "${placement[@]}" "$TANDEM" train "$@"
 }
 
 run_tests() {
@@ -76,6 +78,10 @@ run_bench() {
             --metrics "$out/mirrored-relu-$round.jsonl" >/dev/null
         mpirun -np 2 "$TANDEM" train configs/fashion-mnist-tanh.json --batch-size 128 --seed "$round" --progress silent \
             --metrics "$out/mirrored-tanh-$round.jsonl" >/dev/null
+        "$TANDEM" train configs/fashion-mnist-tanh.json --replicas 2 --batch-size 128 --seed "$round" --progress silent \
+            --metrics "$out/threads-tanh-$round.jsonl"
+        "$TANDEM" train configs/fashion-mnist-mlp.json --replicas 2 --seed "$round" --progress silent \
+            --metrics "$out/threads-relu-$round.jsonl"
         for floats in 15910 42310; do
             mpirun -np 2 "$floor/bin/floor_allreduce" --floats "$floats" --iters 2000 | tail -1 >"$out/allreduce-$floats-$round.json"
         done
@@ -114,6 +120,15 @@ for model, floats in (("relu", 15910), ("tanh", 42310)):
     print(f"{model:6} 2-rank s/epoch {median(column(0)):.4f}  vs 1 rank at batch 64: {median(column(1)):.2f}x  "
           f"all-reduce/step {median(column(2)):.1f} us = {median(column(3)):.2f}x raw MPI_Allreduce of {floats} floats ({median(column(4)):.1f} us)  "
           f"test accuracy {spread(column(5))}  vs TensorFlow MWMS 8 s/epoch: {8 / median(column(0)):.0f}x")
+
+print()
+print("Two replica threads in one process (--replicas 2)")
+rows = [(epoch(summary(f"{out}/threads-tanh-{r}.jsonl")), epoch(summary(f"{out}/tandem-tanh-{r}.jsonl")),
+         summary(f"{out}/threads-tanh-{r}.jsonl")["allreduce_us"]) for r in range(1, rounds + 1)]
+print(f"tanh   batch 128: {median(row[0] for row in rows):.4f} s/epoch = {median(row[0] / row[1] for row in rows):.2f}x one replica at batch 64; "
+      f"exchange/step {median(row[2] for row in rows):.1f} us")
+accuracies = [summary(f"{out}/threads-relu-{r}.jsonl")["test_accuracy"] for r in range(1, rounds + 1)]
+print(f"relu   config as is (global batch 64), 5 epochs: test accuracy {spread(accuracies)}")
 PY
 }
 
