@@ -161,7 +161,7 @@ public final class MPICommunicator: Communicator {
         var text = [CChar](repeating: 0, count: Int(MPI_MAX_ERROR_STRING))
         var length: Int32 = 0
         MPI_Error_string(code, &text, &length)
-        throw TandemError(.communication, "\(what) failed: \(String(cString: text))")
+        throw TandemError(.communication, "\(what) failed: \(String(decoding: text.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self))")
     }
 }
 

@@ -49,8 +49,8 @@ public struct Checkpoint {
         defer {
             if !succeeded { close(descriptor); unlink(temporary) }
         }
-        var length = UInt64(header.utf8.count).littleEndian
-        try writeAll(descriptor, UnsafeRawBufferPointer(start: &length, count: 8), path: path)
+        let length = UInt64(header.utf8.count).littleEndian
+        try withUnsafeBytes(of: length) { try writeAll(descriptor, $0, path: path) }
         try Array(header.utf8).withUnsafeBytes { try writeAll(descriptor, $0, path: path) }
         for entry in entries {
             try entry.values.withUnsafeBytes { try writeAll(descriptor, $0, path: path) }
