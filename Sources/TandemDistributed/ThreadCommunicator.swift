@@ -68,10 +68,10 @@ public final class ThreadCommunicator: Communicator {
             if let process {
                 // Each process sends its replicas' byte strings as one length-prefixed blob.
                 var blob: [UInt8] = []
-                for part in group.stagedBytes { blob += withUnsafeBytes(of: UInt32(part.count).littleEndian, Array.init) + part }
+                for part in UnsafeBufferPointer(start: group.stagedBytes, count: group.count) { blob += withUnsafeBytes(of: UInt32(part.count).littleEndian, Array.init) + part }
                 group.gatheredBytes = try process.allgather(blob).flatMap { Self.split($0, parts: group.count) }
             } else {
-                group.gatheredBytes = group.stagedBytes
+                group.gatheredBytes = Array(UnsafeBufferPointer(start: group.stagedBytes, count: group.count))
             }
         }
         try group.wait(replica: local)
