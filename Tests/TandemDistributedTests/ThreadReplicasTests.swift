@@ -39,6 +39,21 @@ struct ThreadReplicasTests {
         }
     }
 
+    /// Many back-to-back exchanges of every kind: catches a replica reusing a slot another has not read yet.
+    @Test func repeatedCollectivesStayConsistent() throws {
+        _ = try ThreadReplicas.run(count: 4, timeoutSeconds: 30) { replica, communicator -> Int in
+            var value: [Float] = [Float(replica)]
+            for round in 0..<300 {
+                let gathered = try communicator.allgather([UInt8(replica), UInt8(round % 256)])
+                #expect(gathered == (0..<4).map { [UInt8($0), UInt8(round % 256)] })
+                value[0] = Float(replica + round)
+                try value.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0.baseAddress!, count: 1) }
+                #expect(value[0] == Float(6 + 4 * round))
+            }
+            return replica
+        }
+    }
+
     @Test func aFailingReplicaStopsTheOthersWithItsError() throws {
         let error = #expect(throws: TandemError.self) {
             _ = try ThreadReplicas.run(count: 3, timeoutSeconds: 30) { replica, communicator -> Int in
