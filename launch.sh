@@ -3,6 +3,9 @@
 #
 #   ./launch.sh                     install what is missing, build, train configs/fashion-mnist-mlp-mirrored.json on 2 MPI ranks
 #   ./launch.sh -np N CONFIG [ARGS] the same for any config and rank count (ARGS go to `tandem train`)
+#   ./launch.sh CLUSTER.json [--dry-run] [ARGS]
+#                                   a cluster job: every task of the config's "cluster" (or TF_CONFIG) with its own
+#                                   TF_CONFIG, output prefixed with its role, logs in runs/NAME-TIME/
 #   ./launch.sh test                same set-up, then the whole test suite
 #   ./launch.sh bench               speed, accuracy, start-up and memory against the C floor (../shared/floor)
 #   ./launch.sh train ARGS          build, then `tandem train ARGS` in one process
@@ -31,6 +34,8 @@ install_system_packages() {
 }
 
 build() {
+    # Tests run this script against the binary they already built (a nested `swift build` would wait on their lock).
+    if [ -n "${TANDEM_PREBUILT:-}" ]; then TANDEM="$TANDEM_PREBUILT"; return; fi
     command -v swift >/dev/null || die "no Swift toolchain on PATH (Swift 6 is needed: https://swift.org/install)"
     say "building (release)"
     swift build -c release "$@"
@@ -51,6 +56,72 @@ run_mirrored() {
     # Replica threads inside each rank need more than the one core mpirun would bind the rank to.
     case " $* " in *" --replicas "*) placement+=(--bind-to none) ;; esac
     mpirun -np "$ranks" "${placement[@]}" "$TANDEM" train "$@"
+}
+
+# A cluster job: `tandem cluster plan` lists the tasks; chief and workers become one mpirun job, one rank per task
+# (in rank order, each with its own TF_CONFIG, on its own host), output lines tagged with their task's role.
+run_cluster() {
+    local config="$1"; shift
+    local dry_run=0 args=()
+    for arg in "$@"; do
+        if [ "$arg" = --dry-run ]; then dry_run=1; else args+=("$arg"); fi
+    done
+    local plan
+    plan="$("$TANDEM" cluster plan "$config")" || exit 1
+    local strategy labels=() hosts=() tf_configs=()
+    while IFS=$'\t' read -r strategy role index host port tf_config; do
+        [ "$strategy" = mirrored ] || die "$config: strategy $strategy is not available in this version (use \"mirrored\")"
+        case "$role" in chief|worker) ;; *) say "not starting $role $index: the mirrored strategy has no use for it"; continue ;; esac
+        labels+=("$role $index"); hosts+=("$host"); tf_configs+=("$tf_config")
+    done <<<"$plan"
+    # Each host gets as many slots as tasks it runs; a task's context names its host with that count.
+    declare -A slots=()
+    for host in "${hosts[@]}"; do slots[$host]=$(( ${slots[$host]:-0} + 1 )); done
+    local host_list="" contexts=() rank
+    for host in "${!slots[@]}"; do host_list+="${host_list:+,}$host:${slots[$host]}"; done
+    for rank in "${!labels[@]}"; do
+        [ "$rank" -gt 0 ] && contexts+=(:)
+        contexts+=(-np 1 -H "${hosts[$rank]}:${slots[${hosts[$rank]}]}" -x "TF_CONFIG=${tf_configs[$rank]}"
+                   "$TANDEM" train "$config" ${args[@]+"${args[@]}"})
+        if [ $dry_run = 1 ]; then
+            printf '[%s] rank %d on %s: TF_CONFIG=%s %s train %s %s\n' "${labels[$rank]}" "$rank" "${hosts[$rank]}" \
+                "${tf_configs[$rank]}" "$TANDEM" "$config" "${args[*]-}"
+        fi
+    done
+    local command=(mpirun --host "$host_list" --tag-output --bind-to none "${contexts[@]}")
+    if [ $dry_run = 1 ]; then
+        printf 'command:'; printf ' %q' "${command[@]}"; printf '\n'
+        return
+    fi
+    local run_dir
+    run_dir="runs/$(basename "$config" .json)-$(date +%Y%m%d-%H%M%S)"
+    mkdir -p "$run_dir"
+    for label in "${labels[@]}"; do : >"$run_dir/${label// /-}.log"; done
+    say "cluster job: ${#labels[@]} tasks, logs in $run_dir"
+    # Lines arrive as "[job,rank]<stdout>: text": replace the tag by the task's role, and keep one log per task.
+    local roles
+    roles="$(printf '%s\n' "${labels[@]}")"
+    "${command[@]}" > >(awk -v roles="$roles" -v dir="$run_dir" '
+        BEGIN { n = split(roles, label, "\n") }
+        match($0, /^\[[0-9]+,[0-9]+\]<std(out|err)>: ?/) {
+            tag = substr($0, 2, index($0, "]") - 2); split(tag, part, ","); r = part[2] + 1
+            text = substr($0, RLENGTH + 1)
+            file = dir "/" label[r] ".log"; gsub(/ /, "-", file)
+            print "[" label[r] "] " text; fflush()
+            print text >> file; fflush(file)
+            next
+        }
+        { print; fflush() }') 2>&1 &
+    local job=$!
+    trap 'kill -TERM "$job" 2>/dev/null' INT TERM
+    local status=0
+    wait "$job" || status=$?
+    # A signal interrupts wait: wait again for mpirun to stop its ranks.
+    while kill -0 "$job" 2>/dev/null; do wait "$job" || status=$?; done
+    trap - INT TERM
+    wait 2>/dev/null || true
+    [ $status -eq 0 ] || say "cluster job failed (exit $status); logs in $run_dir"
+    return $status
 }
 
 run_tests() {
@@ -139,6 +210,8 @@ case "${1:-}" in
     test)      install_system_packages; run_tests ;;
     bench)     install_system_packages; run_bench ;;
     train)     shift; install_system_packages; build >/dev/null; "$TANDEM" train "$@" ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+    *.json)    [ -f "$1" ] || die "$1: no such config file"
+               config="$1"; shift; install_system_packages; build >&2; run_cluster "$config" "$@" ;;
     *)         die "unknown command '$1' (try ./launch.sh --help)" ;;
 esac

@@ -51,9 +51,12 @@ public struct JobConfig: Codable, Sendable, Equatable {
     public var optimizer: OptimizerSpec
     public var training: TrainingSection
     public var classNames: [String]?
+    /// Cluster jobs: the strategy ("mirrored" or "parameter_server") and the cluster, in TF_CONFIG's shape.
+    public var strategy: String?
+    public var cluster: [String: [String]]?
 
     enum CodingKeys: String, CodingKey {
-        case name, data, model, loss, optimizer, training, classNames = "class_names"
+        case name, data, model, loss, optimizer, training, classNames = "class_names", strategy, cluster
     }
 
     public static let defaultFashionMNISTDirectory = "/usr/share/datasets/fashion-mnist"
@@ -95,10 +98,19 @@ public struct JobConfig: Codable, Sendable, Equatable {
         } catch let error as TandemError {
             throw TandemError(.badConfig, "\(path): \(error.message)")
         }
+        if let strategy, ClusterSpec.Strategy(rawValue: strategy) == nil {
+            throw fail("strategy", "must be \"mirrored\" or \"parameter_server\", found \"\(strategy)\"")
+        }
+        if let cluster {
+            try ClusterSpec(cluster: cluster, task: nil, source: path).validate(for: clusterStrategy)
+        }
         if let names = classNames, names.count != model.outputSize, try Loss(name: loss) == .sparseCategoricalCrossentropy {
             throw fail("class_names", "has \(names.count) names but the model has \(model.outputSize) outputs")
         }
     }
+
+    /// The strategy of a cluster job (mirrored unless the config says otherwise).
+    public var clusterStrategy: ClusterSpec.Strategy { strategy.flatMap(ClusterSpec.Strategy.init(rawValue:)) ?? .mirrored }
 
     /// The config as canonical JSON (sorted keys): stored in checkpoint metadata.
     public func canonicalJSON() -> String {

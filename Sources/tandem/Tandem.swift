@@ -12,7 +12,7 @@ struct Tandem: ParsableCommand {
             checkpoint holds. Configs for the reference workloads are in configs/.
             """,
         version: TrainingState.version,
-        subcommands: [Train.self, Evaluate.self, Predict.self, Inspect.self])
+        subcommands: [Train.self, Evaluate.self, Predict.self, Inspect.self, Cluster.self])
 }
 
 /// Options every command that computes shares.

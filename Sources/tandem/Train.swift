@@ -89,6 +89,7 @@ struct Train: ParsableCommand {
         // every rank stops cleanly with one report instead of leaving the others waiting.
         let (job, data) = try process.agreeOnOutcome {
             let job = try loadJob()
+            try checkClusterTask(job, process: process)
             let data = try DataSource.load(config: job, dataDirectoryOverride: dataDir)
             log.info("rank \(process.rank): loaded \(data.trainRows.count) training, \(data.validationRows.count) validation, \(data.test?.count ?? 0) test examples")
             return (job, data)
@@ -144,6 +145,22 @@ struct Train: ParsableCommand {
         }
         FileHandle.standardError.write(Data("tandem: error: rank \(mpi.rank): \(message)\n".utf8))
         mpi.abort()
+    }
+
+    /// A cluster job started by launch.sh gives each rank its TF_CONFIG: it must name the task of that rank.
+    private func checkClusterTask(_ job: JobConfig, process: Communicator) throws {
+        guard let spec = try ClusterSpec.resolve(config: job), let task = spec.task else { return }
+        guard job.clusterStrategy == .mirrored else {
+            throw TandemError(.usage, "\(spec.source): strategy parameter_server is not available in this version; use \"mirrored\"")
+        }
+        try spec.validate(for: .mirrored)
+        let order = spec.trainingTasks.map(\.task)
+        guard let rank = order.firstIndex(of: task) else {
+            throw TandemError(.badConfig, "\(spec.source): task \(task.label) does not train in the mirrored strategy (only chief and workers do)")
+        }
+        guard order.count == process.size, rank == process.rank else {
+            throw TandemError(.badConfig, "\(spec.source): task \(task.label) is rank \(rank) of \(order.count) in the cluster, but this process is rank \(process.rank) of \(process.size)")
+        }
     }
 
     private func loadJob() throws -> JobConfig {

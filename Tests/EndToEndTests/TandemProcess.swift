@@ -31,6 +31,12 @@ struct TandemProcess {
         try execute(mpirunPrefix(ranks: ranks) + ["-x", "TANDEM=\(binary)", "/bin/sh", "-c", script], timeoutSeconds: timeoutSeconds)
     }
 
+    /// `./launch.sh arguments`, pointed at the binary under test (TANDEM_PREBUILT: no nested build).
+    static func launch(_ arguments: [String], timeoutSeconds: Int = 300, environment: [String: String] = [:]) throws -> Outcome {
+        try execute(["env", "TANDEM_PREBUILT=\(binary)"] + environment.map { "\($0.key)=\($0.value)" }
+                    + [packageRoot.appendingPathComponent("launch.sh").path] + arguments, timeoutSeconds: timeoutSeconds)
+    }
+
     private static func mpirunPrefix(ranks: Int) -> [String] {
         ["mpirun", "-np", String(ranks), "--oversubscribe", "--bind-to", "none", "--allow-run-as-root", "--mca", "odls_base_sigkill_timeout", "0"]
     }
