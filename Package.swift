@@ -42,6 +42,6 @@ let package = Package(
         .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore"]),
         .testTarget(name: "TandemTrainTests", dependencies: ["TandemTrain", "TandemNN", "TandemData", "TandemCore"]),
         .testTarget(name: "TandemDistributedTests", dependencies: ["TandemDistributed", "TandemTrain", "TandemCore"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["TandemData", "TandemTrain"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TandemData", "TandemTrain"], exclude: ["Scripts"]),
     ]
 )

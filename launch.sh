@@ -13,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 SYSTEM_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev zlib1g-dev libpng-dev pkg-config dataset-fashion-mnist)
+# The two-host cluster test builds network namespaces.
+TEST_PACKAGES=(iproute2)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'launch.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -207,7 +209,7 @@ case "${1:-}" in
     "")        install_system_packages; build; run_mirrored 2 configs/fashion-mnist-mlp-mirrored.json ;;
     -np)       [ $# -ge 3 ] || die "usage: ./launch.sh -np N CONFIG [tandem train flags]"
                ranks="$2"; shift 2; install_system_packages; build; run_mirrored "$ranks" "$@" ;;
-    test)      install_system_packages; run_tests ;;
+    test)      SYSTEM_PACKAGES+=("${TEST_PACKAGES[@]}"); install_system_packages; run_tests ;;
     bench)     install_system_packages; run_bench ;;
     train)     shift; install_system_packages; build >/dev/null; "$TANDEM" train "$@" ;;
     -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;

@@ -37,6 +37,11 @@ struct TandemProcess {
                     + [packageRoot.appendingPathComponent("launch.sh").path] + arguments, timeoutSeconds: timeoutSeconds)
     }
 
+    /// Any command, under the same timeout and output handling.
+    static func command(_ command: [String], timeoutSeconds: Int = 300) throws -> Outcome {
+        try execute(command, timeoutSeconds: timeoutSeconds)
+    }
+
     private static func mpirunPrefix(ranks: Int) -> [String] {
         ["mpirun", "-np", String(ranks), "--oversubscribe", "--bind-to", "none", "--allow-run-as-root", "--mca", "odls_base_sigkill_timeout", "0"]
     }
