@@ -11,6 +11,11 @@ public struct TrainingOptions: Sendable {
     /// JSON Lines metrics file (written by rank 0 only).
     public var metricsPath: String?
     public var progress: ProgressReporter.Style = .automatic
+    /// TensorBoard event files (rank 0) and a Chrome-trace step timeline of every replica (gathered to rank 0).
+    public var tensorboardDirectory: String?
+    public var timelinePath: String?
+    /// Per-step TensorBoard scalars every this many steps (epoch scalars are always written).
+    public var tensorboardStepInterval = 10
 
     public init() {}
 }
@@ -60,6 +65,8 @@ public final class Trainer {
     }
     /// bucketAfterLayer[l]: the arena range to start reducing once layer l's backward is done.
     private var bucketAfterLayer: [(offset: Int, count: Int)?] = []
+    /// Set by `fit` when a timeline is asked for; nil costs nothing.
+    private var timeline: Timeline?
 
     private let lossFusesLastActivation: Bool
     private let evaluator: Evaluator
@@ -158,15 +165,18 @@ public final class Trainer {
         let gradients = model.gradients.base
         let tail = model.parameterCount
         gradients.update(repeating: 0, count: tail + Sequential.statisticsSlots)
+        var mark = timeline?.now() ?? 0
         let output = model.forward(batch.features, rows: batch.rows)
         let statistics = loss.compute(
             outputs: output, targets: batch.targets, rows: batch.rows, columns: model.outputSize,
             dOutputs: model.dOutput, gradientScale: 1 / Float(pipeline.globalBatchSize))
         gradients[tail] = Float(statistics.lossSum)
         gradients[tail + 1] = Float(statistics.correct)
+        if let timeline { mark = timeline.record(.forward, since: mark) }
         let reduceStart: Double
         if bucketAfterLayer.isEmpty {
             model.backward(lossFusesLastActivation: lossFusesLastActivation)
+            if let timeline { mark = timeline.record(.backward, since: mark) }
             reduceStart = ProcessStatistics.now()
             try communicator.allreduceGradients(gradients, count: tail + Sequential.statisticsSlots, exactTail: Sequential.statisticsSlots)
         } else {
@@ -177,16 +187,19 @@ public final class Trainer {
                     try communicator.progressGradientBuckets()
                 }
             }
+            if let timeline { mark = timeline.record(.backward, since: mark) }
             reduceStart = ProcessStatistics.now()
             try communicator.finishGradientBuckets()
         }
         allreduceTimes[batch.step] = ProcessStatistics.now() - reduceStart
+        if let timeline { mark = timeline.record(.reduction, since: mark) }
         let stepLoss = gradients[tail]
         guard stepLoss.isFinite else {
             throw TandemError(.numeric, "loss became \(stepLoss) at epoch \(epoch + 1), step \(batch.step + 1) (learning rate \(optimizer.currentLearningRate)); lower optimizer.learning_rate or check the data scaling")
         }
         optimizer.learningRateScale = learningRateScale()
         optimizer.apply(parameters: model.parameters.base, gradients: gradients)
+        timeline?.record(.apply, since: mark)
         return LossStatistics(lossSum: Double(stepLoss), correct: Int(gradients[tail + 1].rounded()), count: pipeline.globalBatchSize)
     }
 
@@ -200,6 +213,10 @@ public final class Trainer {
                                         stepsPerEpoch: pipeline.stepsPerEpoch, batchSize: pipeline.globalBatchSize,
                                         reportsAccuracy: loss.reportsAccuracy)
         var summary = TrainingSummary()
+        let tensorboard = isChief ? try options.tensorboardDirectory.map { try TensorBoardWriter(directory: $0) } : nil
+        timeline = options.timelinePath.map { _ in Timeline(capacity: pipeline.stepsPerEpoch * 5 + 16) }
+        let timelineWriter = isChief ? try options.timelinePath.map { try TimelineWriter(path: $0, replicas: communicator.size) } : nil
+        defer { timeline = nil }
 
         for epoch in completedEpochs..<config.training.epochs {
             let epochStart = ProcessStatistics.now()
@@ -207,16 +224,28 @@ public final class Trainer {
             defer { pipeline.finishEpoch() }
             progress.beginEpoch(epoch)
             var statistics = LossStatistics()
+            var waitStart = timeline?.now() ?? 0
             while let batch = try pipeline.next() {
-                statistics += try step(batch, epoch: epoch)
+                if let timeline { timeline.record(.dataWait, since: waitStart) }
+                let stepStatistics = try step(batch, epoch: epoch)
+                statistics += stepStatistics
+                if let tensorboard, (batch.step + 1) % options.tensorboardStepInterval == 0 {
+                    let globalStep = epoch * pipeline.stepsPerEpoch + batch.step + 1
+                    tensorboard.scalar("batch/loss", stepStatistics.meanLoss, step: globalStep)
+                    if loss.reportsAccuracy { tensorboard.scalar("batch/accuracy", stepStatistics.accuracy, step: globalStep) }
+                    tensorboard.scalar("batch/learning_rate", Double(optimizer.currentLearningRate), step: globalStep)
+                }
                 if summary.startupSeconds == 0 {
                     // Process start to the end of the first step: what a user waits before training is under way.
                     summary.startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0
                 }
                 progress.update(step: batch.step + 1, statistics: statistics, elapsed: ProcessStatistics.now() - epochStart)
+                waitStart = timeline?.now() ?? 0
             }
             let seconds = ProcessStatistics.now() - epochStart
+            let evaluationStart = timeline?.now() ?? 0
             let validation = data.validationRows.isEmpty ? nil : try evaluate(data.train, rows: data.validationRows)
+            if let timeline, validation != nil { timeline.record(.evaluation, since: evaluationStart) }
             var result = EpochResult(epoch: epoch, train: statistics, validation: validation, seconds: seconds)
             if communicator.size > 1 {
                 result.allreduceSeconds = allreduceTimes.sorted()[pipeline.stepsPerEpoch / 2]
@@ -225,12 +254,21 @@ public final class Trainer {
             completedEpochs = epoch + 1
             progress.endEpoch(result)
             try metrics?.write(epoch: result, reportsAccuracy: loss.reportsAccuracy)
+            if let tensorboard { write(result, to: tensorboard) }
             if isChief, let checkpoints {
+                let checkpointStart = timeline?.now() ?? 0
                 try checkpoints.save(TrainingState.checkpoint(model: model, optimizer: optimizer, epoch: completedEpochs,
                                                               seed: config.seed, config: config, scaling: data.scaling),
                                      epoch: completedEpochs)
+                timeline?.record(.checkpoint, since: checkpointStart)
+            }
+            if let timeline {
+                // Every replica takes part, so rank 0 can write all tracks.
+                let gathered = try communicator.allgather(timeline.drain())
+                try timelineWriter?.append(gathered)
             }
         }
+        try timelineWriter?.close()
         if let test = data.test {
             summary.test = try evaluate(test)
         }
@@ -238,6 +276,21 @@ public final class Trainer {
         summary.peakResidentBytes = ProcessStatistics.peakResidentBytes()
         try metrics?.write(summary: summary, reportsAccuracy: loss.reportsAccuracy)
         return summary
+    }
+
+    /// The epoch's figures as TensorBoard scalars, against the global step at the epoch's end.
+    private func write(_ result: EpochResult, to tensorboard: TensorBoardWriter) {
+        let step = (result.epoch + 1) * pipeline.stepsPerEpoch
+        tensorboard.scalar("epoch/loss", result.train.meanLoss, step: step)
+        if loss.reportsAccuracy { tensorboard.scalar("epoch/accuracy", result.train.accuracy, step: step) }
+        if let validation = result.validation {
+            tensorboard.scalar("epoch/val_loss", validation.meanLoss, step: step)
+            if loss.reportsAccuracy { tensorboard.scalar("epoch/val_accuracy", validation.accuracy, step: step) }
+        }
+        tensorboard.scalar("epoch/samples_per_sec", result.samplesPerSecond, step: step)
+        tensorboard.scalar("epoch/learning_rate", Double(optimizer.currentLearningRate), step: step)
+        if let allreduce = result.allreduceSeconds { tensorboard.scalar("epoch/allreduce_us", allreduce * 1e6, step: step) }
+        tensorboard.flush()
     }
 
     /// Loss and accuracy on `rows` of `examples` (all rows when nil), split across the replicas and combined.

@@ -68,6 +68,12 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Replicas in this process, one thread, core and BLAS thread each; 'auto': one per core. Under mpirun, replicas per rank.", valueName: "n|auto"))
     var replicas = ReplicaCount(count: 1)
 
+    @Option(help: "Write TensorBoard event files (loss, accuracy, learning rate, samples/s, all-reduce time) to this folder.")
+    var tensorboard: String?
+
+    @Option(help: "Write a step timeline of every replica (Chrome trace JSON; open in Perfetto or chrome://tracing).")
+    var timeline: String?
+
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
@@ -127,6 +133,8 @@ struct Train: ParsableCommand {
         options.checkpointDirectory = checkpointDir
         options.keepCheckpoints = keep
         options.metricsPath = metrics
+        options.tensorboardDirectory = tensorboard
+        options.timelinePath = timeline
         // mpirun hands ranks a pseudo-terminal even when its own output is a file: choose plain lines there.
         options.progress = progress == .automatic && MPICommunicator.isLaunchedByMPI ? .lines : progress
         let summary = try trainer.fit(options: options)

@@ -1,0 +1,42 @@
+import Foundation
+import TandemTrain
+import Testing
+
+extension EndToEnd {
+    /// `--tensorboard` and `--timeline` on a run with two replicas.
+    @Suite struct ObservabilityTests {
+        @Test func tensorboardAndTimelineDescribeTheRun() throws {
+            let work = try TandemProcess.temporaryDirectory()
+            let metrics = work.appendingPathComponent("metrics.jsonl"), trace = work.appendingPathComponent("trace.json")
+            let board = work.appendingPathComponent("tb").path
+            let run = try TandemProcess.run(["train", "configs/fashion-mnist-mlp.json", "--epochs", "2", "--replicas", "2",
+                                             "--batch-size", "128", "--progress", "silent", "--metrics", metrics.path,
+                                             "--tensorboard", board, "--timeline", trace.path])
+            #expect(run.status == 0, "\(run.stderr)")
+
+            let files = try FileManager.default.contentsOfDirectory(atPath: board)
+            try #require(files.count == 1)
+            let scalars = try TensorBoardReader.scalars(path: board + "/" + files[0])
+            let epochs = try metricsRecords(metrics).filter { $0["event"] as? String == "epoch" }
+            for (index, record) in epochs.enumerated() {
+                let step = (index + 1) * 468
+                let loss = try #require(scalars.first { $0.tag == "epoch/loss" && $0.step == step })
+                #expect(abs(Double(loss.value) - (record["loss"] as! Double)) < 1e-6)
+                let accuracy = try #require(scalars.first { $0.tag == "epoch/accuracy" && $0.step == step })
+                #expect(abs(Double(accuracy.value) - (record["accuracy"] as! Double)) < 1e-6)
+            }
+            #expect(scalars.filter { $0.tag == "batch/loss" }.count == 2 * 46, "every 10th of 468 steps, 2 epochs")
+            #expect(scalars.contains { $0.tag == "epoch/allreduce_us" })
+
+            let events = try JSONSerialization.jsonObject(with: Data(contentsOf: trace)) as! [[String: Any]]
+            let spans = events.filter { $0["ph"] as? String == "X" }
+            for replica in [0, 1] {
+                let names = Set(spans.filter { $0["tid"] as? Int == replica }.compactMap { $0["name"] as? String })
+                #expect(names.isSuperset(of: ["data wait", "forward", "backward", "gradient reduction", "optimizer apply"]), "replica \(replica): \(names)")
+            }
+            #expect(spans.allSatisfy { ($0["dur"] as? Double ?? -1) >= 0 && $0["ts"] is Double && $0["pid"] is Int })
+            #expect(spans.filter { $0["name"] as? String == "forward" }.count == 2 * 2 * 468)
+            #expect(spans.contains { $0["name"] as? String == "checkpoint" } == false, "no checkpoints were asked for")
+        }
+    }
+}
