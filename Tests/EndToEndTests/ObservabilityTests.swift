@@ -28,6 +28,21 @@ extension EndToEnd {
             #expect(scalars.filter { $0.tag == "batch/loss" }.count == 2 * 46, "every 10th of 468 steps, 2 epochs")
             #expect(scalars.contains { $0.tag == "epoch/allreduce_us" })
 
+            // The real TensorBoard, where its Python package is installed, must read the same values.
+            let script = """
+                import sys
+                from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+                accumulator = EventAccumulator(sys.argv[1]); accumulator.Reload()
+                print(" ".join("%d:%.4f" % (e.step, e.value) for e in accumulator.Scalars("epoch/loss")))
+                """
+            let python = try TandemProcess.command(["/usr/bin/env", "python3", "-c", script, board], timeoutSeconds: 120)
+            if python.status == 0 {
+                let expected = epochs.enumerated().map { String(format: "%d:%.4f", ($0.offset + 1) * 468, $0.element["loss"] as! Double) }
+                #expect(python.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == expected.joined(separator: " "), "\(python.stdout)")
+            } else {
+                print("ObservabilityTests: the tensorboard Python package is not installed; checked with Tandem's reader only")
+            }
+
             let events = try JSONSerialization.jsonObject(with: Data(contentsOf: trace)) as! [[String: Any]]
             let spans = events.filter { $0["ph"] as? String == "X" }
             for replica in [0, 1] {
