@@ -102,10 +102,11 @@ public final class Trainer {
         }
     }
 
-    /// Makes every replica start identical: rank 0's parameters and optimizer state are broadcast, then a checksum
+    /// Makes every replica start identical: first every replica's fingerprint must match rank 0's; then rank 0's parameters and optimizer state are broadcast, then a checksum
     /// of each replica's state is compared across all of them. Call before the first step (after any restore).
     public func synchronizeReplicas() throws {
         guard communicator.size > 1 else { return }
+        try checkAgreement()
         try communicator.broadcast(model.parameters.base, count: model.parameterCount, root: 0)
         for (_, arena) in optimizer.state {
             try communicator.broadcast(arena.base, count: model.parameterCount, root: 0)

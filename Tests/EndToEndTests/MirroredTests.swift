@@ -81,6 +81,18 @@ extension EndToEnd {
             #expect(difference < 1e-4, "resumed in one process drifted \(difference) from the 2-rank run")
         }
 
+        @Test func ranksWithDifferentConfigsStopBeforeStepOneNamingTheField() throws {
+            let text = try String(contentsOf: TandemProcess.packageRoot.appendingPathComponent("configs/fashion-mnist-mlp.json"), encoding: .utf8)
+            let other = work.appendingPathComponent("other.json")
+            try text.replacingOccurrences(of: "\"learning_rate\": 0.1", with: "\"learning_rate\": 0.2").write(to: other, atomically: true, encoding: .utf8)
+            let start = Date()
+            let run = try TandemProcess.mpirun(contexts: [["train", "configs/fashion-mnist-mlp.json"], ["train", other.path]], timeoutSeconds: 60)
+            #expect(run.status == 1)
+            #expect(run.stderr.contains("tandem: error: rank 1 disagrees with rank 0 on optimizer.learning_rate: 0.2 vs 0.1"), "\(run.stderr)")
+            #expect(run.stderr.components(separatedBy: "tandem: error:").count == 2, "reported once: \(run.stderr)")
+            #expect(Date().timeIntervalSince(start) < 5)
+        }
+
         @Test func aFailingRankStopsTheJobWithItsMessage() throws {
             let script = """
                 if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then data=/nonexistent/fashion; else data=/usr/share/datasets/fashion-mnist; fi

@@ -26,6 +26,12 @@ struct TandemProcess {
         try execute(mpirunPrefix(ranks: ranks) + [binary] + arguments, timeoutSeconds: timeoutSeconds)
     }
 
+    /// MPMD: `mpirun -np 1 tandem A : -np 1 tandem B ...`, one rank per argument list.
+    static func mpirun(contexts: [[String]], timeoutSeconds: Int = 300) throws -> Outcome {
+        let command = Array(contexts.map { ["-np", "1", binary] + $0 }.joined(separator: [":"]))
+        return try execute(["mpirun"] + mpirunOptions + command, timeoutSeconds: timeoutSeconds)
+    }
+
     /// mpirun running a shell command per rank ($OMPI_COMM_WORLD_RANK tells the rank; $TANDEM is the binary).
     static func mpirunShell(ranks: Int, _ script: String, timeoutSeconds: Int = 300) throws -> Outcome {
         try execute(mpirunPrefix(ranks: ranks) + ["-x", "TANDEM=\(binary)", "/bin/sh", "-c", script], timeoutSeconds: timeoutSeconds)
@@ -42,9 +48,10 @@ struct TandemProcess {
         try execute(command, timeoutSeconds: timeoutSeconds)
     }
 
-    private static func mpirunPrefix(ranks: Int) -> [String] {
-        ["mpirun", "-np", String(ranks), "--oversubscribe", "--bind-to", "none", "--allow-run-as-root", "--mca", "odls_base_sigkill_timeout", "0"]
-    }
+    /// The flags launch.sh uses: as root, more ranks than cores, threads free to use both cores, fast abort.
+    private static let mpirunOptions = ["--oversubscribe", "--bind-to", "none", "--allow-run-as-root", "--mca", "odls_base_sigkill_timeout", "0"]
+
+    private static func mpirunPrefix(ranks: Int) -> [String] { ["mpirun", "-np", String(ranks)] + mpirunOptions }
 
     private static func execute(_ command: [String], timeoutSeconds: Int, in directory: URL? = nil) throws -> Outcome {
         let process = Process()
