@@ -24,6 +24,9 @@ public final class MPICommunicator: Communicator {
     private var wireBuffer: UnsafeMutablePointer<UInt16>?
     private var wireCapacity = 0
     private var bfloat16Sum: MPI_Op?
+    /// Receive buffer of the fixed-tree reduction, grown (rarely) to the largest seen.
+    private var scratch: UnsafeMutablePointer<Float>?
+    private var scratchCapacity = 0
     /// Requests of the gradient buckets in flight (capacity fixed at start: no allocation per step).
     private let bucketRequests: UnsafeMutablePointer<MPI_Request?>
     private var bucketsInFlight = 0
@@ -62,6 +65,7 @@ public final class MPICommunicator: Communicator {
 
     deinit {
         wireBuffer?.deallocate()
+        scratch?.deallocate()
         bucketRequests.deallocate()
     }
 
@@ -110,6 +114,36 @@ public final class MPICommunicator: Communicator {
         let count = bucketsInFlight
         bucketsInFlight = 0
         try collective(.allreduce, count: count) { MPI_Waitall(Int32(count), bucketRequests, nil) }
+    }
+
+    /// Binary tree by rank: at stride s, rank r (a multiple of 2s) receives rank r + s's partial sum and adds it;
+    /// the total ends on rank 0 and is broadcast. Float addition commutes, so only the tree's shape matters.
+    public func treeAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        if count > scratchCapacity {
+            scratch?.deallocate()
+            scratch = .allocate(capacity: count)
+            scratchCapacity = count
+        }
+        let partial = scratch!
+        try collective(.allreduce, count: count) {
+            var stride = 1
+            while stride < size {
+                if rank % (2 * stride) == 0 {
+                    let partner = rank + stride
+                    if partner < size {
+                        let code = MPI_Recv(partial, Int32(count), tandem_mpi_float(), Int32(partner), 7, world, tandem_mpi_status_ignore())
+                        if code != MPI_SUCCESS { return code }
+                        for i in 0..<count { buffer[i] += partial[i] }
+                    }
+                } else {
+                    let code = MPI_Send(buffer, Int32(count), tandem_mpi_float(), Int32(rank - stride), 7, world)
+                    if code != MPI_SUCCESS { return code }
+                    break
+                }
+                stride *= 2
+            }
+            return MPI_Bcast(buffer, Int32(count), tandem_mpi_float(), 0, world)
+        }
     }
 
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {

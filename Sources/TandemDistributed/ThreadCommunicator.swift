@@ -50,6 +50,30 @@ public final class ThreadCommunicator: Communicator {
         try group.wait(replica: local)
     }
 
+    /// The same fixed tree over ranks (process rank × threads + thread): the threads' subtree per element, in
+    /// parallel by chunk, then the processes' tree, then the total shared with every thread.
+    public func treeAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        let buffers = group.buffers, replicas = group.count
+        buffers[local] = buffer
+        try group.wait(replica: local)
+        let mine = chunk(count)
+        var span = 1
+        while span < replicas {
+            for left in stride(from: 0, to: replicas - span, by: 2 * span) {
+                let sum = buffers[left]!, right = UnsafePointer(buffers[left + span]!)
+                for i in mine { sum[i] += right[i] }
+            }
+            span *= 2
+        }
+        if let process {
+            try group.wait(replica: local)
+            if local == 0 { try process.treeAllreduceSum(buffers[0]!, count: count) }
+        }
+        try group.wait(replica: local)
+        if local != 0 { buffer.update(from: buffers[0]!, count: count) }
+        try group.wait(replica: local)
+    }
+
     /// Copies the root's buffer to every replica; Tandem only broadcasts from global rank 0.
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {
         precondition(root == 0, "thread replicas broadcast from rank 0 only")

@@ -77,18 +77,21 @@ public final class Sequential: @unchecked Sendable {
 
     /// Back-propagates `dOutput` through the layers of the last forward, accumulating into `gradients`.
     /// `lossFusesLastActivation`: the loss already gave the gradient w.r.t. the pre-activation (softmax + CE).
-    public func backward(lossFusesLastActivation: Bool) {
-        backward(lossFusesLastActivation: lossFusesLastActivation, afterLayer: { _ in })
+    public func backward(lossFusesLastActivation: Bool, into target: UnsafeMutablePointer<Float>? = nil) {
+        backward(lossFusesLastActivation: lossFusesLastActivation, into: target, afterLayer: { _ in })
     }
 
     /// `afterLayer(l)` runs as soon as layer l's gradients are final (last layer first): where a strategy starts
     /// sending them while the earlier layers are still being differentiated.
-    public func backward(lossFusesLastActivation: Bool, afterLayer: (Int) throws -> Void) rethrows {
+    /// `target`: a gradient buffer of the arena's layout to accumulate into instead of `gradients`.
+    public func backward(lossFusesLastActivation: Bool, into target: UnsafeMutablePointer<Float>? = nil,
+                         afterLayer: (Int) throws -> Void) rethrows {
+        let gradientBase = target ?? gradients.base
         guard let input = lastInput else { preconditionFailure("backward() before forward()") }
         for index in stride(from: layers.count - 1, through: 0, by: -1) {
             let layerInput = index == 0 ? input : UnsafePointer(outputs[index - 1].base)
             layers[index].backward(
-                parameters: parameters.base, gradients: gradients.base, input: layerInput,
+                parameters: parameters.base, gradients: gradientBase, input: layerInput,
                 output: outputs[index].base, dOutput: dOutputs[index].base,
                 dInput: index == 0 ? nil : dOutputs[index - 1].base, rows: lastRows,
                 activationIsFused: index == layers.count - 1 && lossFusesLastActivation)

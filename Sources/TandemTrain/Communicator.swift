@@ -18,6 +18,9 @@ public protocol Communicator: AnyObject {
     func progressGradientBuckets() throws
     /// Waits until every started bucket is summed.
     func finishGradientBuckets() throws
+    /// The sum over replicas in one fixed binary tree by rank — ((r0 + r1) + (r2 + r3)) ... — so the result is the
+    /// same bit for bit however the summands are spread over processes and threads (MPI_Allreduce fixes no order).
+    func treeAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
     /// Replaces `buffer` on every replica with the root's.
     func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws
     /// Every replica's bytes, in rank order.
@@ -53,6 +56,10 @@ extension Communicator {
     }
 
     public func progressGradientBuckets() throws {}
+
+    public func treeAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        precondition(size == 1, "\(Self.self) has no fixed-order reduction")
+    }
 
     public func finishGradientBuckets() throws {}
 

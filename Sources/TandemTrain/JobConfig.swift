@@ -38,9 +38,13 @@ public struct JobConfig: Codable, Sendable, Equatable {
         /// Goyal et al. (2017): with N replicas train at N × learning_rate, reached linearly over `warmup_epochs`.
         public var scaleLearningRate: Bool?
         public var warmupEpochs: Double?
+        /// Cut every global batch into this many fixed groups and sum their gradients in one fixed binary tree, so
+        /// that any power-of-two replica count dividing it trains bit-identically (nil: the fastest path).
+        public var reductionGroups: Int?
 
         enum CodingKeys: String, CodingKey {
             case batchSize = "batch_size", epochs, seed, scaleLearningRate = "scale_learning_rate", warmupEpochs = "warmup_epochs"
+            case reductionGroups = "reduction_groups"
         }
     }
 
@@ -81,6 +85,12 @@ public struct JobConfig: Codable, Sendable, Equatable {
         func fail(_ field: String, _ problem: String) -> TandemError { TandemError(.badConfig, "\(path): \(field) \(problem)") }
         guard training.batchSize > 0 else { throw fail("training.batch_size", "must be positive, found \(training.batchSize)") }
         guard training.epochs > 0 else { throw fail("training.epochs", "must be positive, found \(training.epochs)") }
+        if let groups = training.reductionGroups {
+            guard groups >= 1, groups & (groups - 1) == 0 else { throw fail("training.reduction_groups", "must be a power of two, found \(groups)") }
+            guard training.batchSize % groups == 0 else {
+                throw fail("training.reduction_groups", "\(groups) does not divide training.batch_size \(training.batchSize)")
+            }
+        }
         if let warmup = training.warmupEpochs, warmup < 0 { throw fail("training.warmup_epochs", "must be ≥ 0, found \(warmup)") }
         guard ["idx", "csv"].contains(data.format.lowercased()) else {
             throw fail("data.format", "must be \"idx\" or \"csv\", found \"\(data.format)\"")

@@ -65,6 +65,9 @@ public final class Trainer {
     }
     /// bucketAfterLayer[l]: the arena range to start reducing once layer l's backward is done.
     private var bucketAfterLayer: [(offset: Int, count: Int)?] = []
+    /// Reduction groups (see JobConfig): this replica's groups beyond the first, each with its own gradient buffer.
+    private let localGroups: Int
+    private let groupGradients: [FlatArena]
     /// Set by `fit` when a timeline is asked for; nil costs nothing.
     private var timeline: Timeline?
 
@@ -88,6 +91,16 @@ public final class Trainer {
             throw TandemError(.badConfig, "\(config.sourcePath ?? "config"): a softmax output layer needs loss sparse_categorical_crossentropy, not \(loss.rawValue)")
         }
         lossFusesLastActivation = loss.fusesSoftmax && [.softmax, .identity].contains(model.lastActivation)
+        if let groups = config.training.reductionGroups {
+            guard groups % communicator.size == 0 else {
+                throw TandemError(.badConfig, "training.reduction_groups \(groups) is not a multiple of the \(communicator.size) replicas")
+            }
+            localGroups = groups / communicator.size
+        } else {
+            localGroups = 0
+        }
+        let arenaSize = model.parameterCount + Sequential.statisticsSlots
+        groupGradients = (1..<max(localGroups, 1)).map { _ in FlatArena(count: arenaSize) }
         allreduceTimes = .allocate(capacity: pipeline.stepsPerEpoch)
         evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
     }
@@ -165,6 +178,7 @@ public final class Trainer {
     public func step(_ batch: Batch, epoch: Int) throws -> LossStatistics {
         let gradients = model.gradients.base
         let tail = model.parameterCount
+        if localGroups > 0 { return try groupedStep(batch, epoch: epoch) }
         gradients.update(repeating: 0, count: tail + Sequential.statisticsSlots)
         var mark = timeline?.now() ?? 0
         let output = model.forward(batch.features, rows: batch.rows)
@@ -194,6 +208,47 @@ public final class Trainer {
         }
         allreduceTimes[batch.step] = ProcessStatistics.now() - reduceStart
         if let timeline { mark = timeline.record(.reduction, since: mark) }
+        return try applyReducedGradients(batch, epoch: epoch, since: mark)
+    }
+
+    /// The step with reduction groups: each of this replica's groups gets its own gradient (same rows, same
+    /// shapes, same code wherever it runs), then one fixed binary tree sums them — locally first, then across
+    /// replicas in rank order — so the total does not depend on how many replicas share the work.
+    private func groupedStep(_ batch: Batch, epoch: Int) throws -> LossStatistics {
+        let count = model.parameterCount + Sequential.statisticsSlots, tail = model.parameterCount
+        let rows = batch.rows / localGroups, width = data.train.targetWidth
+        var mark = timeline?.now() ?? 0
+        for group in 0..<localGroups {
+            let target = group == 0 ? model.gradients.base : groupGradients[group - 1].base
+            target.update(repeating: 0, count: count)
+            let output = model.forward(batch.features + group * rows * model.inputSize, rows: rows)
+            let statistics = loss.compute(
+                outputs: output, targets: batch.targets + group * rows * width, rows: rows, columns: model.outputSize,
+                dOutputs: model.dOutput, gradientScale: 1 / Float(pipeline.globalBatchSize))
+            target[tail] = Float(statistics.lossSum)
+            target[tail + 1] = Float(statistics.correct)
+            model.backward(lossFusesLastActivation: lossFusesLastActivation, into: target)
+        }
+        var span = 1
+        while span < localGroups {
+            for left in stride(from: 0, to: localGroups - span, by: 2 * span) {
+                let sum = left == 0 ? model.gradients.base : groupGradients[left - 1].base
+                let right = UnsafePointer(groupGradients[left + span - 1].base)
+                for i in 0..<count { sum[i] += right[i] }
+            }
+            span *= 2
+        }
+        if let timeline { mark = timeline.record(.backward, since: mark) }
+        let reduceStart = ProcessStatistics.now()
+        try communicator.treeAllreduceSum(model.gradients.base, count: count)
+        allreduceTimes[batch.step] = ProcessStatistics.now() - reduceStart
+        if let timeline { mark = timeline.record(.reduction, since: mark) }
+        return try applyReducedGradients(batch, epoch: epoch, since: mark)
+    }
+
+    /// After the reduction: stop on a non-finite loss (every replica sees the same), else update.
+    private func applyReducedGradients(_ batch: Batch, epoch: Int, since mark: Double) throws -> LossStatistics {
+        let gradients = model.gradients.base, tail = model.parameterCount
         let stepLoss = gradients[tail]
         guard stepLoss.isFinite else {
             throw TandemError(.numeric, "loss became \(stepLoss) at epoch \(epoch + 1), step \(batch.step + 1) (learning rate \(optimizer.currentLearningRate)); lower optimizer.learning_rate or check the data scaling")

@@ -35,6 +35,9 @@ struct Train: ParsableCommand {
     @Option(help: "Epochs over which the scaled learning rate ramps up linearly (training.warmup_epochs).")
     var warmupEpochs: Double?
 
+    @Option(help: ArgumentHelp("Sum gradients of G fixed groups of each global batch in one fixed tree: bit-identical results for any power-of-two replica count dividing G (training.reduction_groups).", valueName: "G"))
+    var reductionGroups: Int?
+
     @Option(help: "Seed for initialization and shuffling (overrides training.seed).")
     var seed: UInt64?
 
@@ -126,7 +129,7 @@ struct Train: ParsableCommand {
             return trainer
         }
         try trainer.synchronizeReplicas()
-        if isChief && communicator.size > 1 {
+        if isChief && communicator.size > 1 && progress != .silent {
             print("\(communicator.size) replicas, \(trainer.pipeline.perShardBatchSize) rows each of every global batch of \(trainer.pipeline.globalBatchSize)")
         }
         var options = TrainingOptions()
@@ -179,6 +182,10 @@ struct Train: ParsableCommand {
         if let seed { job.training.seed = seed }
         if scaleLearningRate { job.training.scaleLearningRate = true }
         if let warmupEpochs { job.training.warmupEpochs = warmupEpochs }
+        if let reductionGroups { job.training.reductionGroups = reductionGroups }
+        if bucketSize != nil && job.training.reductionGroups != nil {
+            throw TandemError(.usage, "--bucket-size and reduction groups exclude each other: the groups fix the summation order")
+        }
         try job.validate(path: "command line")
         return job
     }
