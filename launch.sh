@@ -149,6 +149,8 @@ run_bench() {
         done
         mpirun -np 2 "$TANDEM" train configs/fashion-mnist-mlp-mirrored.json --seed "$round" --progress silent \
             --metrics "$out/mirrored-relu-$round.jsonl" >/dev/null
+        mpirun -np 2 "$TANDEM" train configs/fashion-mnist-mlp-mirrored.json --reduction-groups 4 --seed "$round" \
+            --progress silent --metrics "$out/grouped-relu-$round.jsonl" >/dev/null
         mpirun -np 2 "$TANDEM" train configs/fashion-mnist-tanh.json --batch-size 128 --seed "$round" --progress silent \
             --metrics "$out/mirrored-tanh-$round.jsonl" >/dev/null
         "$TANDEM" train configs/fashion-mnist-tanh.json --replicas 2 --batch-size 128 --seed "$round" --progress silent \
@@ -193,6 +195,9 @@ for model, floats in (("relu", 15910), ("tanh", 42310)):
     print(f"{model:6} 2-rank s/epoch {median(column(0)):.4f}  vs 1 rank at batch 64: {median(column(1)):.2f}x  "
           f"all-reduce/step {median(column(2)):.1f} us = {median(column(3)):.2f}x raw MPI_Allreduce of {floats} floats ({median(column(4)):.1f} us)  "
           f"test accuracy {spread(column(5))}  vs TensorFlow MWMS 8 s/epoch: {8 / median(column(0)):.0f}x")
+
+grouped = [epoch(summary(f"{out}/grouped-relu-{r}.jsonl")) / epoch(summary(f"{out}/mirrored-relu-{r}.jsonl")) for r in range(1, rounds + 1)]
+print(f"relu   --reduction-groups 4 at 2 ranks: {median(grouped):.2f}x the epoch time of the fused all-reduce")
 
 print()
 print("Two replica threads in one process (--replicas 2)")
