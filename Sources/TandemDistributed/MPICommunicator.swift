@@ -4,11 +4,11 @@ import Synchronization
 import TandemCore
 import TandemTrain
 
-/// One MPI rank of MPI_COMM_WORLD as a `Communicator`: the only file in Tandem that talks to MPI.
+/// One MPI rank of MPI_COMM_WORLD as a `Communicator`: with StallInspector.swift, the only code that talks to MPI.
 ///
 /// Errors come back as return codes (MPI_ERRORS_RETURN) and become `TandemError`s naming the operation. MPI itself
-/// never times out, so a watchdog thread aborts the whole job when one collective has waited longer than
-/// `collectiveTimeoutSeconds` — a rank that stopped answering ends the job with a message instead of hanging it.
+/// never times out: the stall inspector reports (and by default ends the job) when one collective has waited too
+/// long, naming the ranks that have not reached it.
 public final class MPICommunicator: Communicator {
     /// How all-reduced floats travel: as float32, or rounded to bfloat16 (half the bytes, 8 significant bits).
     public enum WireType: String, CaseIterable, Sendable {
@@ -19,7 +19,7 @@ public final class MPICommunicator: Communicator {
     public let size: Int
     public let wireType: WireType
     private let world: MPI_Comm
-    private let watchdog: CollectiveWatchdog
+    private let watchdog: StallInspector
     /// bf16 staging buffer, grown (rarely) to the largest all-reduce seen, and the MPI operation that sums it.
     private var wireBuffer: UnsafeMutablePointer<UInt16>?
     private var wireCapacity = 0
@@ -39,13 +39,20 @@ public final class MPICommunicator: Communicator {
         return environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
     }
 
-    public init(collectiveTimeoutSeconds: Double = 300, wireType: WireType = .float32) throws {
+    /// - Parameters:
+    ///   - stallTimeoutSeconds: how long one collective may wait before the stall inspector reports (0: never).
+    ///   - stallAction: end the job (`.abort`) or only report (`.warn`).
+    public init(stallTimeoutSeconds: Double = 60, stallAction: StallAction = .abort, wireType: WireType = .float32) throws {
         self.wireType = wireType
         var provided: Int32 = 0
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
         if initialized == 0 {
-            try Self.check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided), "MPI_Init_thread")
+            // The stall inspector's thread talks to the other ranks while the training thread is inside a collective.
+            try Self.check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_MULTIPLE), &provided), "MPI_Init_thread")
+            guard provided == MPI_THREAD_MULTIPLE else {
+                throw TandemError(.communication, "this MPI library does not support MPI_THREAD_MULTIPLE, which the stall inspector needs")
+            }
         }
         world = tandem_mpi_comm_world()
         MPI_Comm_set_errhandler(world, tandem_mpi_errors_return())
@@ -54,7 +61,7 @@ public final class MPICommunicator: Communicator {
         MPI_Comm_size(world, &size)
         self.rank = Int(rank)
         self.size = Int(size)
-        watchdog = CollectiveWatchdog(rank: Int(rank), timeoutSeconds: collectiveTimeoutSeconds)
+        watchdog = try StallInspector(world: world, rank: Int(rank), size: Int(size), timeoutSeconds: stallTimeoutSeconds, action: stallAction)
         bucketRequests = .allocate(capacity: Self.maxBuckets)
         if wireType == .bf16 {
             var op: MPI_Op?
@@ -178,6 +185,10 @@ public final class MPICommunicator: Communicator {
         exit(code)
     }
 
+    public func noteProgress(step: Int, phase: Timeline.Phase) { watchdog.note(step: step, phase: phase) }
+
+    public func observeStalls(_ observer: @escaping @Sendable ([String: Any]) -> Void) { watchdog.observer = observer }
+
     public func finalize() {
         watchdog.stop()
         MPI_Finalize()
@@ -221,43 +232,4 @@ enum CollectiveKind: Int {
         case .barrier: return "barrier"
         }
     }
-}
-
-/// Watches the collective in flight; when one has waited too long, says which and aborts the job.
-final class CollectiveWatchdog: @unchecked Sendable {
-    private let startedNanoseconds = Atomic<UInt64>(0)
-    private let kind = Atomic<Int>(0)
-    private let count = Atomic<Int>(0)
-    private let step = Atomic<Int>(0)
-    private let running = Atomic<Bool>(true)
-
-    init(rank: Int, timeoutSeconds: Double) {
-        guard timeoutSeconds > 0 else { return }
-        let thread = Thread { [self] in
-            while running.load(ordering: .relaxed) {
-                Thread.sleep(forTimeInterval: min(1, timeoutSeconds / 4))
-                let started = startedNanoseconds.load(ordering: .acquiring)
-                guard started != 0 else { continue }
-                let waited = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-                if waited > timeoutSeconds {
-                    let what = CollectiveKind(rawValue: kind.load(ordering: .relaxed))?.describe(count: count.load(ordering: .relaxed)) ?? "collective"
-                    FileHandle.standardError.write(Data("tandem: error: rank \(rank): \(what) (collective #\(step.load(ordering: .relaxed))) waited \(Int(waited)) s for the other ranks; aborting the job (a rank stopped answering)\n".utf8))
-                    MPI_Abort(tandem_mpi_comm_world(), 3)
-                }
-            }
-        }
-        thread.name = "tandem-watchdog"
-        thread.start()
-    }
-
-    func begin(_ kind: CollectiveKind, count: Int) {
-        self.kind.store(kind.rawValue, ordering: .relaxed)
-        self.count.store(count, ordering: .relaxed)
-        step.add(1, ordering: .relaxed)
-        startedNanoseconds.store(DispatchTime.now().uptimeNanoseconds, ordering: .releasing)
-    }
-
-    func end() { startedNanoseconds.store(0, ordering: .releasing) }
-
-    func stop() { running.store(false, ordering: .relaxed) }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import TandemCore
+import TandemTrain
 
 /// The meeting point of the replica threads of one process: a reusable barrier that gives up with a message naming
 /// the replicas that did not arrive (or the one that failed), and the shared slots the collectives exchange through.
@@ -19,6 +20,9 @@ final class ReplicaGroup: @unchecked Sendable {
     private let generation = Atomic<Int>(0)
     private let failed = Atomic<Bool>(false)
     private var sleepers = 0
+    /// Each replica's last step and phase, for naming where a missing replica is.
+    let steps: UnsafeMutablePointer<Int>
+    let phases: UnsafeMutablePointer<UInt8>
     private var failure: String?
     /// How long a replica spins before it sleeps: a step's replicas usually arrive within microseconds of each
     /// other, and waking a sleeping thread costs tens of microseconds, twice per step.
@@ -32,12 +36,18 @@ final class ReplicaGroup: @unchecked Sendable {
         arrived = Array(repeating: false, count: count)
         stagedBytes = .allocate(capacity: count)
         stagedBytes.initialize(repeating: [], count: count)
+        steps = .allocate(capacity: count)
+        steps.initialize(repeating: 0, count: count)
+        phases = .allocate(capacity: count)
+        phases.initialize(repeating: 0, count: count)
     }
 
     deinit {
         buffers.deallocate()
         stagedBytes.deinitialize(count: count)
         stagedBytes.deallocate()
+        steps.deallocate()
+        phases.deallocate()
     }
 
     /// Blocks until every replica has called `wait` (or throws: a replica failed, or some did not come in time).
@@ -67,8 +77,11 @@ final class ReplicaGroup: @unchecked Sendable {
         let deadline = Date(timeIntervalSinceNow: timeoutSeconds)
         while generation.load(ordering: .acquiring) == myGeneration && failure == nil {
             if !condition.wait(until: deadline) && generation.load(ordering: .acquiring) == myGeneration && failure == nil {
-                let missing = (0..<count).filter { !arrived[$0] }.map(String.init).joined(separator: ", ")
-                failure = "replica \(missing) did not reach the step's exchange within \(Int(timeoutSeconds)) s"
+                // Plain reads of the other replicas' progress: a stale value only makes the message a step old.
+                let missing = (0..<count).filter { !arrived[$0] }.map { r in
+                    "replica \(r) (last at step \(steps[r]), \(Timeline.Phase(rawValue: phases[r])?.name ?? "starting"))"
+                }.joined(separator: ", ")
+                failure = "stall: \(missing) did not reach the exchange of step \(steps[replica]) within \(Int(timeoutSeconds)) s"
                 failed.store(true, ordering: .releasing)
                 condition.broadcast()
             }

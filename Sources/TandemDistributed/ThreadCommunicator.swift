@@ -74,6 +74,16 @@ public final class ThreadCommunicator: Communicator {
         try group.wait(replica: local)
     }
 
+    public func noteProgress(step: Int, phase: Timeline.Phase) {
+        group.steps[local] = step
+        group.phases[local] = phase.rawValue
+        if local == 0 { process?.noteProgress(step: step, phase: phase) }
+    }
+
+    public func observeStalls(_ observer: @escaping @Sendable ([String: Any]) -> Void) {
+        if local == 0 { process?.observeStalls(observer) }
+    }
+
     /// Copies the root's buffer to every replica; Tandem only broadcasts from global rank 0.
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws {
         precondition(root == 0, "thread replicas broadcast from rank 0 only")

@@ -21,6 +21,10 @@ public protocol Communicator: AnyObject {
     /// The sum over replicas in one fixed binary tree by rank — ((r0 + r1) + (r2 + r3)) ... — so the result is the
     /// same bit for bit however the summands are spread over processes and threads (MPI_Allreduce fixes no order).
     func treeAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
+    /// Where this replica is (for the stall inspector): called at every phase of every step, so it must be cheap.
+    func noteProgress(step: Int, phase: Timeline.Phase)
+    /// Lets rank 0's metrics file record stalls.
+    func observeStalls(_ observer: @escaping @Sendable ([String: Any]) -> Void)
     /// Replaces `buffer` on every replica with the root's.
     func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws
     /// Every replica's bytes, in rank order.
@@ -56,6 +60,10 @@ extension Communicator {
     }
 
     public func progressGradientBuckets() throws {}
+
+    public func noteProgress(step: Int, phase: Timeline.Phase) {}
+
+    public func observeStalls(_ observer: @escaping @Sendable ([String: Any]) -> Void) {}
 
     public func treeAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         precondition(size == 1, "\(Self.self) has no fixed-order reduction")

@@ -9,7 +9,7 @@ public final class Timeline {
     public enum Phase: UInt8, CaseIterable, Sendable {
         case dataWait, forward, backward, reduction, apply, checkpoint, evaluation
 
-        var name: String {
+        public var name: String {
             switch self {
             case .dataWait: return "data wait"
             case .forward: return "forward"

@@ -180,6 +180,8 @@ public final class Trainer {
         let tail = model.parameterCount
         if localGroups > 0 { return try groupedStep(batch, epoch: epoch) }
         gradients.update(repeating: 0, count: tail + Sequential.statisticsSlots)
+        let globalStep = optimizer.iterations + 1
+        communicator.noteProgress(step: globalStep, phase: .forward)
         var mark = timeline?.now() ?? 0
         let output = model.forward(batch.features, rows: batch.rows)
         let statistics = loss.compute(
@@ -188,10 +190,12 @@ public final class Trainer {
         gradients[tail] = Float(statistics.lossSum)
         gradients[tail + 1] = Float(statistics.correct)
         if let timeline { mark = timeline.record(.forward, since: mark) }
+        communicator.noteProgress(step: globalStep, phase: .backward)
         let reduceStart: Double
         if bucketAfterLayer.isEmpty {
             model.backward(lossFusesLastActivation: lossFusesLastActivation)
             if let timeline { mark = timeline.record(.backward, since: mark) }
+            communicator.noteProgress(step: globalStep, phase: .reduction)
             reduceStart = ProcessStatistics.now()
             try communicator.allreduceGradients(gradients, count: tail + Sequential.statisticsSlots, exactTail: Sequential.statisticsSlots)
         } else {
@@ -203,6 +207,7 @@ public final class Trainer {
                 }
             }
             if let timeline { mark = timeline.record(.backward, since: mark) }
+            communicator.noteProgress(step: globalStep, phase: .reduction)
             reduceStart = ProcessStatistics.now()
             try communicator.finishGradientBuckets()
         }
@@ -217,6 +222,8 @@ public final class Trainer {
     private func groupedStep(_ batch: Batch, epoch: Int) throws -> LossStatistics {
         let count = model.parameterCount + Sequential.statisticsSlots, tail = model.parameterCount
         let rows = batch.rows / localGroups, width = data.train.targetWidth
+        let globalStep = optimizer.iterations + 1
+        communicator.noteProgress(step: globalStep, phase: .forward)
         var mark = timeline?.now() ?? 0
         for group in 0..<localGroups {
             let target = group == 0 ? model.gradients.base : groupGradients[group - 1].base
@@ -239,6 +246,7 @@ public final class Trainer {
             span *= 2
         }
         if let timeline { mark = timeline.record(.backward, since: mark) }
+        communicator.noteProgress(step: globalStep, phase: .reduction)
         let reduceStart = ProcessStatistics.now()
         try communicator.treeAllreduceSum(model.gradients.base, count: count)
         allreduceTimes[batch.step] = ProcessStatistics.now() - reduceStart
@@ -253,6 +261,7 @@ public final class Trainer {
         guard stepLoss.isFinite else {
             throw TandemError(.numeric, "loss became \(stepLoss) at epoch \(epoch + 1), step \(batch.step + 1) (learning rate \(optimizer.currentLearningRate)); lower optimizer.learning_rate or check the data scaling")
         }
+        communicator.noteProgress(step: optimizer.iterations + 1, phase: .apply)
         optimizer.learningRateScale = learningRateScale()
         optimizer.apply(parameters: model.parameters.base, gradients: gradients)
         timeline?.record(.apply, since: mark)
@@ -265,6 +274,11 @@ public final class Trainer {
         let isChief = communicator.rank == 0
         let checkpoints = try options.checkpointDirectory.map { try CheckpointDirectory(path: $0, keep: options.keepCheckpoints) }
         let metrics = isChief ? try options.metricsPath.map { try MetricsWriter(path: $0) } : nil
+        if let metrics {
+            // The stall inspector writes from its own thread while this one is stuck in a collective.
+            let writer = UncheckedSendable(metrics)
+            communicator.observeStalls { record in try? writer.value.write(record) }
+        }
         let progress = ProgressReporter(style: isChief ? options.progress : .silent, epochs: config.training.epochs,
                                         stepsPerEpoch: pipeline.stepsPerEpoch, batchSize: pipeline.globalBatchSize,
                                         reportsAccuracy: loss.reportsAccuracy)
@@ -281,6 +295,7 @@ public final class Trainer {
             progress.beginEpoch(epoch)
             var statistics = LossStatistics()
             var waitStart = timeline?.now() ?? 0
+            communicator.noteProgress(step: optimizer.iterations + 1, phase: .dataWait)
             while let batch = try pipeline.next() {
                 if let timeline { timeline.record(.dataWait, since: waitStart) }
                 let stepStatistics = try step(batch, epoch: epoch)
@@ -297,9 +312,11 @@ public final class Trainer {
                 }
                 progress.update(step: batch.step + 1, statistics: statistics, elapsed: ProcessStatistics.now() - epochStart)
                 waitStart = timeline?.now() ?? 0
+                communicator.noteProgress(step: optimizer.iterations + 1, phase: .dataWait)
             }
             let seconds = ProcessStatistics.now() - epochStart
             let evaluationStart = timeline?.now() ?? 0
+            communicator.noteProgress(step: optimizer.iterations, phase: .evaluation)
             let validation = data.validationRows.isEmpty ? nil : try evaluate(data.train, rows: data.validationRows)
             if let timeline, validation != nil { timeline.record(.evaluation, since: evaluationStart) }
             var result = EpochResult(epoch: epoch, train: statistics, validation: validation, seconds: seconds)
@@ -313,6 +330,7 @@ public final class Trainer {
             if let tensorboard { write(result, to: tensorboard) }
             if isChief, let checkpoints {
                 let checkpointStart = timeline?.now() ?? 0
+                communicator.noteProgress(step: optimizer.iterations, phase: .checkpoint)
                 try checkpoints.save(TrainingState.checkpoint(model: model, optimizer: optimizer, epoch: completedEpochs,
                                                               seed: config.seed, config: config, scaling: data.scaling),
                                      epoch: completedEpochs)
@@ -353,4 +371,10 @@ public final class Trainer {
     public func evaluate(_ examples: Examples, rows: [Int32]? = nil) throws -> LossStatistics {
         try evaluator.evaluate(examples, rows: rows, communicator: communicator)
     }
+}
+
+/// A reference handed to another thread at a moment when this one cannot be using it.
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

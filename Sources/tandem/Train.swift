@@ -59,8 +59,12 @@ struct Train: ParsableCommand {
     @Option(help: "Progress output: auto (live line on a terminal, one line per epoch otherwise), live, lines, silent.")
     var progress: ProgressReporter.Style = .automatic
 
-    @Option(help: "Seconds a rank waits in one collective for the others before the job is aborted (under mpirun).")
-    var collectiveTimeout: Double = 120
+    @Option(name: [.customLong("stall-timeout"), .customLong("collective-timeout")],
+            help: "Seconds one exchange may wait for the other replicas before the stall inspector names who is missing (0: never).")
+    var stallTimeout: Double = 60
+
+    @Option(help: "On a stall: abort (end the job, non-zero exit) or warn (report once and keep waiting).")
+    var stallAction: StallAction = .abort
 
     @Option(help: "How gradients travel in the all-reduce under mpirun: float32, or bf16 for half the bytes.")
     var allreduceDtype: MPICommunicator.WireType = .float32
@@ -82,7 +86,7 @@ struct Train: ParsableCommand {
     func run() throws {
         let log = compute.apply()
         let mpi = MPICommunicator.isLaunchedByMPI
-            ? try MPICommunicator(collectiveTimeoutSeconds: collectiveTimeout, wireType: allreduceDtype) : nil
+            ? try MPICommunicator(stallTimeoutSeconds: stallTimeout, stallAction: stallAction, wireType: allreduceDtype) : nil
         do {
             try train(mpi: mpi, log: log)
             mpi?.finalize()
@@ -108,7 +112,7 @@ struct Train: ParsableCommand {
         let command = self
         // Pin replicas to cores unless mpirun already placed this process.
         let pin = mpi == nil && threads <= ProcessInfo.processInfo.activeProcessorCount
-        try ThreadReplicas.run(count: threads, process: mpi, timeoutSeconds: collectiveTimeout, pinToCores: pin) { _, communicator in
+        try ThreadReplicas.run(count: threads, process: mpi, timeoutSeconds: stallTimeout > 0 ? stallTimeout : 1e9, pinToCores: pin) { _, communicator in
             try command.trainReplica(job: job, data: data, communicator: communicator)
         }
     }
@@ -232,3 +236,5 @@ struct ReplicaCount: ExpressibleByArgument, Sendable {
 
     var defaultValueDescription: String { String(count) }
 }
+
+extension StallAction: ExpressibleByArgument {}

@@ -132,18 +132,25 @@ extension EndToEnd {
             #expect(Date().timeIntervalSince(start) < 20)
         }
 
-        @Test func aStoppedRankIsReportedByTheWatchdog() throws {
+        @Test func aStoppedRankIsNamedByTheStallInspector() throws {
+            let metrics = work.appendingPathComponent("stall.jsonl").path
             let script = """
                 if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then
-                    "$TANDEM" train configs/fashion-mnist-mlp.json --epochs 200 --collective-timeout 3 & sleep 2; kill -STOP $!; wait $!; exit $?
+                    "$TANDEM" train configs/fashion-mnist-mlp.json --epochs 200 --stall-timeout 3 & sleep 2; kill -STOP $!; wait $!; exit $?
                 fi
-                exec "$TANDEM" train configs/fashion-mnist-mlp.json --epochs 200 --collective-timeout 3
+                exec "$TANDEM" train configs/fashion-mnist-mlp.json --epochs 200 --stall-timeout 3 --metrics \(metrics)
                 """
             let start = Date()
             let run = try TandemProcess.mpirunShell(ranks: 2, script, timeoutSeconds: 60)
-            #expect(run.status != 0 && run.status != 124, "exit \(run.status): the watchdog must end the job")
-            #expect(run.stderr.contains("rank 0: all-reduce of"), "\(run.stderr)")
-            #expect(Date().timeIntervalSince(start) < 30)
+            #expect(run.status != 0 && run.status != 124, "exit \(run.status): the stall inspector must end the job")
+            #expect(Date().timeIntervalSince(start) < 10)
+            let line = run.stderr.split(separator: "\n").first { $0.contains("tandem: error: stall:") }.map(String.init) ?? ""
+            #expect(line.contains("of step ") && line.contains("for rank 1 (") && line.contains("in step "), "\(run.stderr)")
+            let stall = try #require(try metricsRecords(URL(fileURLWithPath: metrics)).last)
+            #expect(stall["event"] as? String == "stall")
+            let missing = try #require(stall["missing"] as? [[String: Any]])
+            #expect(missing.first?["rank"] as? Int == 1)
+            #expect((missing.first?["step"] as? Int ?? 0) > 0)
         }
     }
 }

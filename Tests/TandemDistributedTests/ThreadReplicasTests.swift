@@ -72,13 +72,14 @@ struct ThreadReplicasTests {
         let started = Date()
         let error = #expect(throws: TandemError.self) {
             _ = try ThreadReplicas.run(count: 2, timeoutSeconds: 0.5) { replica, communicator -> Int in
+                communicator.noteProgress(step: 7, phase: .forward)
                 if replica == 1 { Thread.sleep(forTimeInterval: 3); return 1 }
                 var value: [Float] = [1]
                 try value.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0.baseAddress!, count: 1) }
                 return 0
             }
         }
-        #expect(error?.message.contains("replica 1 did not reach") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("stall: replica 1 (last at step 7, forward) did not reach the exchange") == true, "\(String(describing: error))")
         #expect(Date().timeIntervalSince(started) < 10)
     }
 }
