@@ -20,8 +20,12 @@ struct Cluster: ParsableCommand {
         @Argument(help: "Job config (JSON) with a \"cluster\" section, or any config when TF_CONFIG is set.")
         var config: String
 
+        @Flag(help: "Also try a TCP connection to every address (1 s each) and list the unreachable ones.")
+        var reach = false
+
         func run() throws {
             let (job, spec) = try loadCluster(config)
+            if reach { return try checkReach(spec) }
             print("\(spec.source): strategy \(job.clusterStrategy.rawValue), \(spec.tasks.count) tasks")
             print("ROLE       INDEX  ADDRESS                 LOCAL  MPI RANK")
             let ranks = Dictionary(uniqueKeysWithValues: spec.trainingTasks.enumerated().map { ($0.element.task.label, $0.offset) })
@@ -32,6 +36,20 @@ struct Cluster: ParsableCommand {
                       + String(task.index).padding(toLength: 6, withPad: " ", startingAt: 0) + " "
                       + address.text.padding(toLength: 23, withPad: " ", startingAt: 0) + " "
                       + (isLocal(address.host) ? "yes" : "no").padding(toLength: 6, withPad: " ", startingAt: 0) + " " + rank + marker)
+            }
+        }
+
+        /// One TCP attempt per address: "nothing listening" still proves the host answers.
+        private func checkReach(_ spec: ClusterSpec) throws {
+            var unreachable: [String] = []
+            for (task, address) in spec.tasks {
+                let result = Reachability.probe(host: address.host, port: address.port)
+                print(task.label.padding(toLength: 12, withPad: " ", startingAt: 0) + " "
+                      + address.text.padding(toLength: 23, withPad: " ", startingAt: 0) + " \(result)")
+                if !result.isReachable { unreachable.append("\(task.label) at \(address.text)") }
+            }
+            if !unreachable.isEmpty {
+                throw TandemError(.communication, "\(spec.source): unreachable: \(unreachable.joined(separator: ", "))")
             }
         }
     }

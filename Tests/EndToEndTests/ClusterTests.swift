@@ -12,6 +12,15 @@ extension EndToEnd {
             #expect(check.stdout.contains("worker     0      localhost:2223          yes    1"), "\(check.stdout)")
         }
 
+        @Test func reachListsTheAddressesNobodyAnswersAt() throws {
+            let outcome = try TandemProcess.command(["/usr/bin/env", #"TF_CONFIG={"cluster":{"worker":["localhost:2222","nohost.invalid:2223"]}}"#,
+                                                     TandemProcess.binary, "cluster", "check", "configs/cluster-mirrored.json", "--reach"])
+            #expect(outcome.status == 1)
+            #expect(outcome.stdout.contains("worker 0     localhost:2222          reachable"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("UNREACHABLE (cannot resolve nohost.invalid)"), "\(outcome.stdout)")
+            #expect(outcome.stderr == "tandem: error: TF_CONFIG: unreachable: worker 1 at nohost.invalid:2223\n")
+        }
+
         @Test func tfConfigInTheEnvironmentWins() throws {
             let outcome = try TandemProcess.launch(["configs/cluster-mirrored.json", "--dry-run"], environment: [
                 "TF_CONFIG": #"{"cluster":{"worker":["localhost:3001","localhost:3002","localhost:3003"]}}"#,
