@@ -19,7 +19,7 @@ public final class MPICommunicator: Communicator {
     public let size: Int
     public let wireType: WireType
     private let world: MPI_Comm
-    private let watchdog: StallInspector
+    private let stallInspector: StallInspector
     /// bf16 staging buffer, grown (rarely) to the largest all-reduce seen, and the MPI operation that sums it.
     private var wireBuffer: UnsafeMutablePointer<UInt16>?
     private var wireCapacity = 0
@@ -61,7 +61,7 @@ public final class MPICommunicator: Communicator {
         MPI_Comm_size(world, &size)
         self.rank = Int(rank)
         self.size = Int(size)
-        watchdog = try StallInspector(world: world, rank: Int(rank), size: Int(size), timeoutSeconds: stallTimeoutSeconds, action: stallAction)
+        stallInspector = try StallInspector(world: world, rank: Int(rank), size: Int(size), timeoutSeconds: stallTimeoutSeconds, action: stallAction)
         bucketRequests = .allocate(capacity: Self.maxBuckets)
         if wireType == .bf16 {
             var op: MPI_Op?
@@ -185,19 +185,19 @@ public final class MPICommunicator: Communicator {
         exit(code)
     }
 
-    public func noteProgress(step: Int, phase: Timeline.Phase) { watchdog.note(step: step, phase: phase) }
+    public func noteProgress(step: Int, phase: Timeline.Phase) { stallInspector.note(step: step, phase: phase) }
 
-    public func observeStalls(_ observer: @escaping @Sendable ([String: Any]) -> Void) { watchdog.observer = observer }
+    public func observeStalls(_ observer: @escaping @Sendable ([String: Any]) -> Void) { stallInspector.observer = observer }
 
     public func finalize() {
-        watchdog.stop()
+        stallInspector.stop()
         MPI_Finalize()
     }
 
     private func collective(_ kind: CollectiveKind, count: Int, _ call: () -> Int32) throws {
-        watchdog.begin(kind, count: count)
+        stallInspector.begin(kind, count: count)
         let code = call()
-        watchdog.end()
+        stallInspector.end()
         if code != MPI_SUCCESS { try Self.check(code, kind.describe(count: count)) }
     }
 
