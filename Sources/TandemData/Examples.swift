@@ -63,28 +63,44 @@ public struct Examples: Sendable {
     /// Per-feature mean and the overall standard deviation over `rows` (all rows when nil).
     public func statistics(rows: [Int32]? = nil) -> (featureMeans: [Double], overallStd: Double) {
         let n = featureCount
-        var sums = [Double](repeating: 0, count: n)
-        var total = 0.0, totalSquares = 0.0
         let rowCount = rows?.count ?? count
-        func accumulate(_ value: (Int) -> Double, row: Int) {
-            for c in 0..<n {
-                let x = value(row * n + c)
-                sums[c] += x
-                total += x
-                totalSquares += x * x
-            }
-        }
+        var sums = [Double](repeating: 0, count: n)
+        var totalSquares = 0.0
         switch features {
         case .bytes(let bytes):
-            for i in 0..<rowCount { accumulate({ Double(bytes[$0]) }, row: rows.map { Int($0[i]) } ?? i) }
+            // Exact integer sums over UInt8 pixels: one tight pass (part of start-up for standardized models).
+            let pixelSums = UnsafeMutablePointer<UInt64>.allocate(capacity: n)
+            defer { pixelSums.deallocate() }
+            pixelSums.initialize(repeating: 0, count: n)
+            var squares: UInt64 = 0
+            bytes.withUnsafeBufferPointer { b in
+                for i in 0..<rowCount {
+                    let row = b.baseAddress! + (rows.map { Int($0[i]) } ?? i) * n
+                    for c in 0..<n {
+                        let x = UInt64(row[c])
+                        pixelSums[c] &+= x
+                        squares &+= x * x
+                    }
+                }
+            }
+            sums = (0..<n).map { Double(pixelSums[$0]) }
+            totalSquares = Double(squares)
         case .floats(let floats):
-            for i in 0..<rowCount { accumulate({ Double(floats[$0]) }, row: rows.map { Int($0[i]) } ?? i) }
+            for i in 0..<rowCount {
+                let base = (rows.map { Int($0[i]) } ?? i) * n
+                for c in 0..<n {
+                    let x = Double(floats[base + c])
+                    sums[c] += x
+                    totalSquares += x * x
+                }
+            }
         }
         let values = Double(max(rowCount * n, 1))
-        let mean = total / values
+        let mean = sums.reduce(0, +) / values
         let variance = max(totalSquares / values - mean * mean, 0)
         return (sums.map { $0 / Double(max(rowCount, 1)) }, variance.squareRoot())
     }
+
 }
 
 /// The per-feature affine map x′ = x · scale[c] + shift[c] applied while a batch is converted.

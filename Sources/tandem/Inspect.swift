@@ -8,8 +8,7 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show what a checkpoint or a job config holds.",
         discussion: """
-            A checkpoint: its metadata and every tensor with shape and value statistics. A config: the model it
-            builds (layers, parameter count) after checking every field.
+            A checkpoint: its metadata and every tensor with shape and value statistics. A config: the model it builds (layers, parameter count) after checking every field.
             Examples:
               tandem inspect runs/mlp/epoch-0005.safetensors
               tandem inspect configs/fashion-mnist-tanh.json

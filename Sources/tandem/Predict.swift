@@ -9,9 +9,7 @@ struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Classify PNG images, or predict the rows of a CSV file, with a trained checkpoint.",
         discussion: """
-            PNG images are read as gray, resized to the model's square input (28×28 for Fashion-MNIST) and scaled
-            as in training. Fashion-MNIST items are light on a dark background: pass --invert for photos of dark
-            items on a light background. A CSV file has the training layout (its target column is shown, not used).
+            PNG images are read as gray, resized to the model's square input (28×28 for Fashion-MNIST) and scaled as in training. Fashion-MNIST items are light on a dark background: pass --invert for photos of dark items on a light background. A CSV file has the training layout (its target column is shown, not used).
             Examples:
               tandem predict --checkpoint runs/mlp/epoch-0005.safetensors shoe.png shirt.png --top 3
               tandem predict --checkpoint runs/lr/epoch-2000.safetensors configs/linear-regression.csv

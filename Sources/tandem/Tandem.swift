@@ -8,8 +8,7 @@ struct Tandem: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Data-parallel training of dense networks on CPUs.",
         discussion: """
-            Train on one process, on several MPI ranks (mpirun -np N tandem train CONFIG), or read what a
-            checkpoint holds. Configs for the reference workloads are in configs/.
+            Train on one process, on several MPI ranks (mpirun -np N tandem train CONFIG), or read what a checkpoint holds. Configs for the reference workloads are in configs/.
             """,
         version: TrainingState.version,
         subcommands: [Train.self, Evaluate.self, Predict.self, Inspect.self, Cluster.self])

@@ -9,8 +9,7 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train the model a job config describes, then report test loss and accuracy.",
         discussion: """
-            Flags override the config's training fields. Started by mpirun, every rank is one replica of a
-            mirrored (synchronous data-parallel) job; batch_size is then the global batch. Examples:
+            Flags override the config's training fields. Started by mpirun, every rank is one replica of a mirrored (synchronous data-parallel) job; batch_size is then the global batch. Examples:
               tandem train configs/fashion-mnist-mlp.json
               mpirun -np 2 tandem train configs/fashion-mnist-mlp.json --batch-size 128
               tandem train configs/fashion-mnist-mlp.json --epochs 10 --checkpoint-dir runs/mlp --metrics runs/mlp.jsonl
