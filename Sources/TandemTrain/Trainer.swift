@@ -115,8 +115,9 @@ public final class Trainer {
         }
     }
 
-    /// Makes every replica start identical: first every replica's fingerprint must match rank 0's; then rank 0's parameters and optimizer state are broadcast, then a checksum
-    /// of each replica's state is compared across all of them. Call before the first step (after any restore).
+    /// Makes every replica start identical: every replica's fingerprint must match rank 0's; then rank 0's
+    /// parameters, optimizer state and counters are broadcast, and a checksum of each replica's state is compared
+    /// across all of them. Call before the first step (after any restore).
     public func synchronizeReplicas() throws {
         guard communicator.size > 1 else { return }
         try checkAgreement()
@@ -124,10 +125,11 @@ public final class Trainer {
         for (_, arena) in optimizer.state {
             try communicator.broadcast(arena.base, count: model.parameterCount, root: 0)
         }
-        var iterations = [Float(optimizer.iterations), Float(completedEpochs)]
-        try iterations.withUnsafeMutableBufferPointer { try communicator.broadcast($0.baseAddress!, count: 2, root: 0) }
-        optimizer.iterations = Int(iterations[0])
-        completedEpochs = Int(iterations[1])
+        // Counters go as exact integers (rank 0's entry of an all-gather), not as floats.
+        let counters = try communicator.allgather(withUnsafeBytes(of: (Int64(optimizer.iterations), Int64(completedEpochs))) { Array($0) })[0]
+        let (iterations, epochs) = counters.withUnsafeBytes { $0.loadUnaligned(as: (Int64, Int64).self) }
+        optimizer.iterations = Int(iterations)
+        completedEpochs = Int(epochs)
 
         let mine = stateChecksum()
         let all = try communicator.allgather(withUnsafeBytes(of: mine.bigEndian) { Array($0) })
