@@ -143,7 +143,7 @@ public enum ThreadReplicas {
         let errors = ReplicaErrors(count: count)
         let finished = DispatchGroup()
         let communicators = (0..<count).map { ThreadCommunicator(local: $0, group: group, process: process) }
-        let boxes = communicators.map { UncheckedBox($0) }
+        let boxes = communicators.map { UncheckedSendable($0) }
         for replica in 1..<count {
             finished.enter()
             let thread = Thread {
@@ -195,9 +195,4 @@ private final class ReplicaErrors: @unchecked Sendable {
             return (own ?? errors.first)?.error
         }
     }
-}
-
-private struct UncheckedBox<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }

@@ -375,8 +375,8 @@ public final class Trainer {
     }
 }
 
-/// A reference handed to another thread at a moment when this one cannot be using it.
-struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+/// A value handed to another thread when the code around it guarantees the two never use it at once.
+public struct UncheckedSendable<Value>: @unchecked Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
 }
