@@ -96,7 +96,7 @@ run_cluster() {
         return
     fi
     local run_dir
-    run_dir="runs/$(basename "$config" .json)-$(date +%Y%m%d-%H%M%S)"
+    run_dir="${TANDEM_RUNS:-runs}/$(basename "$config" .json)-$(date +%Y%m%d-%H%M%S)"
     mkdir -p "$run_dir"
     for label in "${labels[@]}"; do : >"$run_dir/${label// /-}.log"; done
     say "cluster job: ${#labels[@]} tasks, logs in $run_dir"

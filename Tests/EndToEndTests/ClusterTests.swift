@@ -65,7 +65,8 @@ extension EndToEnd {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/perl")
             process.arguments = ["-MPOSIX", "-e", "sigprocmask(SIG_SETMASK, POSIX::SigSet->new); exec @ARGV or die",
-                                 "/usr/bin/env", "TANDEM_PREBUILT=\(TandemProcess.binary)", TandemProcess.packageRoot.path + "/launch.sh",
+                                 "/usr/bin/env", "TANDEM_PREBUILT=\(TandemProcess.binary)", "TANDEM_RUNS=\(TandemProcess.runsDirectory)",
+                                 TandemProcess.packageRoot.path + "/launch.sh",
                                  "configs/cluster-mirrored.json", "--epochs", "500"]
             process.currentDirectoryURL = TandemProcess.packageRoot
             process.standardOutput = FileHandle.nullDevice
@@ -85,7 +86,7 @@ extension EndToEnd {
         }
 
         private func runDirectories() throws -> Set<String> {
-            let runs = TandemProcess.packageRoot.appendingPathComponent("runs").path
+            let runs = TandemProcess.runsDirectory
             let names = (try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? []
             return Set(names.filter { $0.hasPrefix("cluster-mirrored-") }.map { runs + "/" + $0 })
         }

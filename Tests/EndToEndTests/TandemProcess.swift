@@ -37,9 +37,12 @@ struct TandemProcess {
         try execute(mpirunPrefix(ranks: ranks) + ["-x", "TANDEM=\(binary)", "/bin/sh", "-c", script], timeoutSeconds: timeoutSeconds)
     }
 
+    /// Where launch.sh puts run folders during the tests (TANDEM_RUNS), instead of the checkout's runs/.
+    static let runsDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("tandem-e2e-runs-\(getpid())").path
+
     /// `./launch.sh arguments`, pointed at the binary under test (TANDEM_PREBUILT: no nested build).
     static func launch(_ arguments: [String], timeoutSeconds: Int = 300, environment: [String: String] = [:]) throws -> Outcome {
-        try execute(["env", "TANDEM_PREBUILT=\(binary)"] + environment.map { "\($0.key)=\($0.value)" }
+        try execute(["env", "TANDEM_PREBUILT=\(binary)", "TANDEM_RUNS=\(runsDirectory)"] + environment.map { "\($0.key)=\($0.value)" }
                     + [packageRoot.appendingPathComponent("launch.sh").path] + arguments, timeoutSeconds: timeoutSeconds)
     }
 

@@ -52,7 +52,7 @@ ip netns exec "$a" env \
     OMPI_MCA_plm_rsh_agent="$work/agent" \
     OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include="$net" OMPI_MCA_oob_tcp_if_include="$net" \
     OMPI_MCA_mpi_yield_when_idle=1 \
-    TANDEM_PREBUILT="$binary" ./launch.sh "$work/cluster.json" "$@"
+    TANDEM_PREBUILT="$binary" TANDEM_RUNS="$work/runs" ./launch.sh "$work/cluster.json" "$@"
 # The worker must have been started through the agent, in the other namespace.
 grep -qx "$prefix.2" "$work/agent.log" || { echo "two-hosts.sh: the worker was not started on $prefix.2" >&2; exit 1; }
 echo "two-hosts.sh: chief on $prefix.1 ($a), worker on $prefix.2 ($b)"
