@@ -48,10 +48,12 @@ public final class MPICommunicator: Communicator {
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
         if initialized == 0 {
-            // The stall inspector's thread talks to the other ranks while the training thread is inside a collective.
-            try Self.check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_MULTIPLE), &provided), "MPI_Init_thread")
-            guard provided == MPI_THREAD_MULTIPLE else {
-                throw TandemError(.communication, "this MPI library does not support MPI_THREAD_MULTIPLE, which the stall inspector needs")
+            // The stall inspector's thread talks to the other ranks while the training thread is inside a collective;
+            // without it, MPI is only ever called from this thread.
+            let level = stallTimeoutSeconds > 0 ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED
+            try Self.check(MPI_Init_thread(nil, nil, Int32(level), &provided), "MPI_Init_thread")
+            guard provided >= level else {
+                throw TandemError(.communication, "this MPI library does not support MPI_THREAD_MULTIPLE, which the stall inspector needs (--stall-timeout 0 turns it off)")
             }
         }
         world = tandem_mpi_comm_world()
