@@ -81,8 +81,12 @@ extension EndToEnd {
             process.terminate()
             process.waitUntilExit()
             #expect(process.terminationStatus != 0)
-            Thread.sleep(forTimeInterval: 0.5)
-            #expect(try tandemProcesses() == 0, "SIGTERM to launch.sh must stop every task")
+            var left = try tandemProcesses()
+            for _ in 0..<50 where left > 0 {
+                Thread.sleep(forTimeInterval: 0.1)
+                left = try tandemProcesses()
+            }
+            #expect(left == 0, "SIGTERM to launch.sh must stop every task")
         }
 
         private func runDirectories() throws -> Set<String> {

@@ -80,7 +80,7 @@ extension EndToEnd {
         }
 
         @Test func helpOnEveryCommand() throws {
-            for command in [[], ["train"], ["evaluate"], ["predict"], ["inspect"]] {
+            for command in [[], ["train"], ["evaluate"], ["predict"], ["inspect"], ["cluster"], ["cluster", "check"]] {
                 let help = try TandemProcess.run(command + ["--help"])
                 #expect(help.status == 0)
                 #expect(help.stdout.contains("USAGE:"), "no usage for \(command)")
