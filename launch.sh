@@ -64,18 +64,33 @@ run_mirrored() {
 # (in rank order, each with its own TF_CONFIG, on its own host), output lines tagged with their task's role.
 run_cluster() {
     local config="$1"; shift
-    local dry_run=0 args=()
-    for arg in "$@"; do
-        if [ "$arg" = --dry-run ]; then dry_run=1; else args+=("$arg"); fi
+    local dry_run=0 args=() checkpoints=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --dry-run) dry_run=1 ;;
+            --checkpoint-dir) checkpoints="$2"; args+=("$1" "$2"); shift ;;
+            *) args+=("$1") ;;
+        esac
+        shift
     done
     local plan
     plan="$("$TANDEM" cluster plan "$config")" || exit 1
-    local strategy labels=() hosts=() tf_configs=()
+    local run_dir
+    run_dir="${TANDEM_RUNS:-runs}/$(basename "$config" .json)-$(date +%Y%m%d-%H%M%S)"
+    local strategy labels=() hosts=() tf_configs=() evaluators=() evaluator_configs=()
     while IFS=$'\t' read -r strategy role index host port tf_config; do
         [ "$strategy" = mirrored ] || die "$config: strategy $strategy is not available in this version (use \"mirrored\")"
-        case "$role" in chief|worker) ;; *) say "not starting $role $index: the mirrored strategy has no use for it"; continue ;; esac
-        labels+=("$role $index"); hosts+=("$host"); tf_configs+=("$tf_config")
+        case "$role" in
+            chief|worker) labels+=("$role $index"); hosts+=("$host"); tf_configs+=("$tf_config") ;;
+            evaluator)    evaluators+=("$role $index"); evaluator_configs+=("$tf_config") ;;
+            *)            say "not starting $role $index: the mirrored strategy has no use for it" ;;
+        esac
     done <<<"$plan"
+    # Evaluators evaluate each checkpoint as training writes it: training must write some.
+    if [ ${#evaluators[@]} -gt 0 ] && [ -z "$checkpoints" ]; then
+        checkpoints="$run_dir/checkpoints"
+        args+=(--checkpoint-dir "$checkpoints")
+    fi
     # Each host gets as many slots as tasks it runs; a task's context names its host with that count.
     declare -A slots=()
     for host in "${hosts[@]}"; do slots[$host]=$(( ${slots[$host]:-0} + 1 )); done
@@ -91,15 +106,25 @@ run_cluster() {
         fi
     done
     local command=(mpirun --host "$host_list" --tag-output --bind-to none "${contexts[@]}")
+    local i
     if [ $dry_run = 1 ]; then
+        for i in "${!evaluators[@]}"; do
+            printf '[%s] on this host: TF_CONFIG=%s %s evaluate %s --watch %s\n' "${evaluators[$i]}" "${evaluator_configs[$i]}" \
+                "$TANDEM" "$config" "$checkpoints"
+        done
         printf 'command:'; printf ' %q' "${command[@]}"; printf '\n'
         return
     fi
-    local run_dir
-    run_dir="${TANDEM_RUNS:-runs}/$(basename "$config" .json)-$(date +%Y%m%d-%H%M%S)"
     mkdir -p "$run_dir"
-    for label in "${labels[@]}"; do : >"$run_dir/${label// /-}.log"; done
-    say "cluster job: ${#labels[@]} tasks, logs in $run_dir"
+    for label in "${labels[@]}" ${evaluators[@]+"${evaluators[@]}"}; do : >"$run_dir/${label// /-}.log"; done
+    say "cluster job: $(( ${#labels[@]} + ${#evaluators[@]} )) tasks, logs in $run_dir"
+    local side_cars=()
+    for i in "${!evaluators[@]}"; do
+        local log="$run_dir/${evaluators[$i]// /-}.log"
+        TF_CONFIG="${evaluator_configs[$i]}" "$TANDEM" evaluate "$config" --watch "$checkpoints" --timeout 300 \
+            > >(awk -v label="${evaluators[$i]}" -v file="$log" '{ print "[" label "] " $0; fflush(); print >> file; fflush(file) }') 2>&1 &
+        side_cars+=($!)
+    done
     # Lines arrive as "[job,rank]<stdout>: text": replace the tag by the task's role, and keep one log per task.
     local roles
     roles="$(printf '%s\n' "${labels[@]}")"
@@ -115,11 +140,18 @@ run_cluster() {
         }
         { print; fflush() }') 2>&1 &
     local job=$!
-    trap 'kill -TERM "$job" 2>/dev/null' INT TERM
+    trap 'kill -TERM "$job" ${side_cars[@]+"${side_cars[@]}"} 2>/dev/null' INT TERM
     local status=0
     wait "$job" || status=$?
     # A signal interrupts wait: wait again for mpirun to stop its ranks.
     while kill -0 "$job" 2>/dev/null; do wait "$job" || status=$?; done
+    # Evaluators finish with the last checkpoint; after a failed training there will be none.
+    for i in "${!side_cars[@]}"; do
+        [ $status -eq 0 ] || kill -KILL "${side_cars[$i]}" 2>/dev/null || true
+        local side_status=0
+        wait "${side_cars[$i]}" || side_status=$?
+        if [ $status -eq 0 ] && [ $side_status -ne 0 ]; then status=$side_status; say "${evaluators[$i]} failed (exit $side_status)"; fi
+    done
     trap - INT TERM
     wait 2>/dev/null || true
     [ $status -eq 0 ] || say "cluster job failed (exit $status); logs in $run_dir"

@@ -9,16 +9,27 @@ struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Report a checkpoint's loss and accuracy on the test data of its job config.",
         discussion: """
+            With --watch, evaluate every checkpoint a running job writes into a folder, as it appears (TensorFlow's side-car evaluator; a cluster's evaluator task runs this). It stops after the job's last epoch, or with an error when no new checkpoint comes for --timeout seconds.
             Examples:
               tandem evaluate configs/fashion-mnist-mlp.json --checkpoint runs/mlp/epoch-0005.safetensors
               tandem evaluate --checkpoint runs/mlp/epoch-0005.safetensors   (uses the config stored in the checkpoint)
+              tandem evaluate configs/fashion-mnist-mlp.json --watch runs/mlp --metrics runs/eval.jsonl
             """)
 
     @Argument(help: "Job config whose test data to use (default: the config stored in the checkpoint).")
     var config: String?
 
     @Option(help: "Checkpoint (.safetensors) written by tandem train.")
-    var checkpoint: String
+    var checkpoint: String?
+
+    @Option(help: "Evaluate each new epoch checkpoint in this folder until the job's last epoch.")
+    var watch: String?
+
+    @Option(help: "With --watch: seconds to wait for a new checkpoint before giving up.")
+    var timeout: Double = 600
+
+    @Option(help: "Append one JSON line per evaluation to this file.")
+    var metrics: String?
 
     @Option(help: "Folder with the data files (overrides data.dir).")
     var dataDir: String?
@@ -27,19 +38,62 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         _ = compute.apply()
-        let loaded = try LoadedCheckpoint(path: checkpoint)
+        switch (checkpoint, watch) {
+        case (let path?, nil):
+            let metricsWriter = try metrics.map { try MetricsWriter(path: $0) }
+            try evaluate(path, data: nil, metrics: metricsWriter)
+        case (nil, let folder?):
+            try watch(folder)
+        default:
+            throw TandemError(.usage, "give either --checkpoint FILE or --watch FOLDER")
+        }
+    }
+
+    /// Evaluates one checkpoint; returns its epoch and the number of epochs its job asks for.
+    @discardableResult
+    private func evaluate(_ path: String, data cached: DataSource?, metrics: MetricsWriter?) throws -> (epoch: Int, of: Int, data: DataSource) {
+        let loaded = try LoadedCheckpoint(path: path)
+        let stored = try? loaded.storedConfig()
         let job = try config.map { try JobConfig.load(path: $0) } ?? loaded.storedConfig()
-        let data = try DataSource.load(config: job, dataDirectoryOverride: dataDir)
+        let data = try cached ?? DataSource.load(config: job, dataDirectoryOverride: dataDir)
         let evaluator = Evaluator(model: loaded.model, loss: try Loss(name: job.loss), scaling: loaded.scaling,
                                   targetWidth: data.train.targetWidth)
         let (examples, what) = data.test.map { ($0, "test") } ?? (data.train, "training")
         guard examples.featureCount == loaded.model.inputSize, examples.targetWidth == 1 || !evaluator.loss.fusesSoftmax else {
-            throw TandemError(.badCheckpoint, "\(checkpoint): its model takes \(loaded.model.inputSize) features but the \(what) data has \(examples.featureCount)")
+            throw TandemError(.badCheckpoint, "\(path): its model takes \(loaded.model.inputSize) features but the \(what) data has \(examples.featureCount)")
         }
         let statistics = try evaluator.evaluate(examples)
         var line = "\(what): loss \(fixed(statistics.meanLoss, 4))"
         if evaluator.loss.reportsAccuracy { line += "  accuracy \(fixed(statistics.accuracy, 4))" }
-        print(line + "  (\(statistics.count) examples, \(checkpoint) after epoch \(loaded.epoch))")
+        print(line + "  (\(statistics.count) examples, \(path) after epoch \(loaded.epoch))")
+        fflush(nil)
+        var record: [String: Any] = ["event": "evaluation", "epoch": loaded.epoch, "checkpoint": path, "\(what)_loss": statistics.meanLoss]
+        if evaluator.loss.reportsAccuracy { record["\(what)_accuracy"] = statistics.accuracy }
+        try metrics?.write(record)
+        // The job's own epoch count (after its command-line overrides) is in the checkpoint.
+        return (loaded.epoch, stored?.training.epochs ?? job.training.epochs, data)
+    }
+
+    private func watch(_ folder: String) throws {
+        let metricsWriter = try metrics.map { try MetricsWriter(path: $0) }
+        var evaluated = Set<String>()
+        var data: DataSource?
+        var lastNews = ProcessStatistics.now()
+        while true {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+            let fresh = names.filter { $0.hasPrefix("epoch-") && $0.hasSuffix(".safetensors") && !evaluated.contains($0) }.sorted()
+            for name in fresh {
+                evaluated.insert(name)
+                let result = try evaluate(folder + "/" + name, data: data, metrics: metricsWriter)
+                data = result.data
+                lastNews = ProcessStatistics.now()
+                if result.epoch >= result.of { return }
+            }
+            guard ProcessStatistics.now() - lastNews < timeout else {
+                throw TandemError(.timeout, "\(folder): no new checkpoint for \(Int(timeout)) s (evaluated \(evaluated.count)); is the training job running?")
+            }
+            Thread.sleep(forTimeInterval: 0.25)
+        }
     }
 }
 

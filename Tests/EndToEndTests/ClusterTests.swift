@@ -7,9 +7,10 @@ extension EndToEnd {
         @Test func checkPrintsRolesAddressesAndRanks() throws {
             let check = try TandemProcess.run(["cluster", "check", "configs/cluster-mirrored.json"])
             #expect(check.status == 0, "\(check.stderr)")
-            #expect(check.stdout.contains("strategy mirrored, 2 tasks"))
+            #expect(check.stdout.contains("strategy mirrored, 3 tasks"))
             #expect(check.stdout.contains("chief      0      localhost:2222          yes    0"), "\(check.stdout)")
             #expect(check.stdout.contains("worker     0      localhost:2223          yes    1"), "\(check.stdout)")
+            #expect(check.stdout.contains("evaluator  0      localhost:2224          yes    -"), "\(check.stdout)")
         }
 
         @Test func reachListsTheAddressesNobodyAnswersAt() throws {
@@ -44,10 +45,18 @@ extension EndToEnd {
             #expect(outcome.status == 0, "\(outcome.stderr)")
             #expect(outcome.stdout.contains("[chief 0] Epoch 1/1  468/468"), "\(outcome.stdout)")
             #expect(outcome.stdout.contains("[chief 0] Test: loss"))
+            // The evaluator task evaluates the checkpoint training wrote, with the same result as the chief's test.
+            let chiefTest = outcome.stdout.split(separator: "\n").first { $0.hasPrefix("[chief 0] Test: loss") }
+            let evaluation = outcome.stdout.split(separator: "\n").first { $0.hasPrefix("[evaluator 0] test: loss") }
+            #expect(evaluation != nil, "\(outcome.stdout)")
+            if let chiefTest, let evaluation {
+                #expect(evaluation.dropFirst("[evaluator 0] test: ".count).prefix(30) == chiefTest.dropFirst("[chief 0] Test: ".count).prefix(30))
+            }
             let created = try #require(try runDirectories().subtracting(before).first)
             let logs = try FileManager.default.contentsOfDirectory(atPath: created).sorted()
-            #expect(logs == ["chief-0.log", "worker-0.log"])
+            #expect(logs == ["checkpoints", "chief-0.log", "evaluator-0.log", "worker-0.log"])
             #expect(try String(contentsOfFile: created + "/chief-0.log", encoding: .utf8).contains("Epoch 1/1"))
+            #expect(try String(contentsOfFile: created + "/evaluator-0.log", encoding: .utf8).contains("after epoch 1"))
             try? FileManager.default.removeItem(atPath: created)
             #expect(try tandemProcesses() == 0, "launch.sh left processes behind")
         }
@@ -73,11 +82,11 @@ extension EndToEnd {
             process.standardError = FileHandle.nullDevice
             try process.run()
             var running = 0
-            for _ in 0..<100 where running < 2 {
+            for _ in 0..<100 where running < 3 {
                 Thread.sleep(forTimeInterval: 0.1)
                 running = try tandemProcesses()
             }
-            #expect(running == 2, "both tasks should be training")
+            #expect(running == 3, "chief, worker and evaluator should be running")
             process.terminate()
             process.waitUntilExit()
             #expect(process.terminationStatus != 0)
@@ -95,7 +104,7 @@ extension EndToEnd {
             return Set(names.filter { $0.hasPrefix("cluster-mirrored-") }.map { runs + "/" + $0 })
         }
 
-        /// Processes running `tandem train configs/cluster-mirrored.json`.
+        /// Processes running `tandem train configs/cluster-mirrored.json` or its evaluator.
         private func tandemProcesses() throws -> Int {
             let entries = try FileManager.default.contentsOfDirectory(atPath: "/proc").filter { Int($0) != nil }
             return entries.filter { pid in
