@@ -61,14 +61,15 @@ run_mirrored() {
 }
 
 # A cluster job: `tandem cluster plan` lists the tasks; chief and workers become one mpirun job, one rank per task
-# (in rank order, each with its own TF_CONFIG, on its own host), output lines tagged with their task's role.
+# (in rank order, each with its own TF_CONFIG, on its own host); evaluators run beside it on this host, watching the
+# checkpoints. Every output line is tagged with its task's role and kept in that task's log.
 run_cluster() {
     local config="$1"; shift
     local dry_run=0 args=() checkpoints=""
     while [ $# -gt 0 ]; do
         case "$1" in
             --dry-run) dry_run=1 ;;
-            --checkpoint-dir) checkpoints="$2"; args+=("$1" "$2"); shift ;;
+            --checkpoint-dir) [ $# -ge 2 ] || die "--checkpoint-dir needs a folder"; checkpoints="$2"; args+=("$1" "$2"); shift ;;
             *) args+=("$1") ;;
         esac
         shift
