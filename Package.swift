@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "Tandem",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "tandem", targets: ["tandem"]),
         .library(name: "TandemTrain", targets: ["TandemTrain"]),
@@ -11,6 +11,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
@@ -27,8 +29,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TandemDistributed", dependencies: ["TandemTrain", "TandemCore", "CMPI", "CAffinity"]),
+        .target(name: "TandemParameterServer", dependencies: [
+            "TandemTrain", "TandemCore", "TandemNN", "TandemData",
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        ]),
         .executableTarget(name: "tandem", dependencies: [
-            "TandemCore", "TandemNN", "TandemData", "TandemTrain", "TandemDistributed",
+            "TandemCore", "TandemNN", "TandemData", "TandemTrain", "TandemDistributed", "TandemParameterServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

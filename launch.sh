@@ -78,9 +78,14 @@ run_cluster() {
     plan="$("$TANDEM" cluster plan "$config")" || exit 1
     local run_dir
     run_dir="${TANDEM_RUNS:-runs}/$(basename "$config" .json)-$(date +%Y%m%d-%H%M%S)"
+    if [ "${plan%%$'\t'*}" = parameter_server ]; then
+        # The chief checkpoints every epoch (evaluators watch the folder).
+        [ -n "$checkpoints" ] || args+=(--checkpoint-dir "$run_dir/checkpoints")
+        run_task_processes "$config" "$plan" "$run_dir" "$dry_run" ${args[@]+"${args[@]}"}
+        return
+    fi
     local strategy labels=() hosts=() tf_configs=() evaluators=() evaluator_configs=()
     while IFS=$'\t' read -r strategy role index host port tf_config; do
-        [ "$strategy" = mirrored ] || die "$config: strategy $strategy is not available in this version (use \"mirrored\")"
         case "$role" in
             chief|worker) labels+=("$role $index"); hosts+=("$host"); tf_configs+=("$tf_config") ;;
             evaluator)    evaluators+=("$role $index"); evaluator_configs+=("$tf_config") ;;
@@ -156,6 +161,56 @@ run_cluster() {
     trap - INT TERM
     wait 2>/dev/null || true
     [ $status -eq 0 ] || say "cluster job failed (exit $status); logs in $run_dir"
+    return $status
+}
+
+# A parameter-server job: every task that lives on this host is its own process (ps tasks, workers, the chief,
+# evaluators), started with its TF_CONFIG and the job's random token (TANDEM_JOB_TOKEN: the ps refuse requests
+# without it). The chief decides when the job ends; then the others get a moment to notice and are stopped.
+run_task_processes() {
+    local config="$1" plan="$2" run_dir="$3" dry_run="$4"; shift 4
+    local args=("$@") token
+    token="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    local strategy role index host port tf_config labels=() pids=() chief_pid=""
+    [ "$dry_run" = 1 ] || { mkdir -p "$run_dir"; say "parameter-server job, logs in $run_dir"; }
+    while IFS=$'\t' read -r strategy role index host port tf_config; do
+        local label="$role $index" command=("$TANDEM" train "$config" ${args[@]+"${args[@]}"})
+        [ "$role" = evaluator ] && command=("$TANDEM" evaluate "$config" --watch "${checkpoints:-$run_dir/checkpoints}" --timeout 300)
+        if [ "$host" != localhost ]; then
+            say "not starting $label: it lives on $host (start it there with this TF_CONFIG: $tf_config)"
+            continue
+        fi
+        if [ "$dry_run" = 1 ]; then
+            printf '[%s] TANDEM_JOB_TOKEN=<random> TF_CONFIG=%s' "$label" "$tf_config"; printf ' %q' "${command[@]}"; printf '\n'
+            continue
+        fi
+        local log="$run_dir/${label// /-}.log"
+        : >"$log"
+        TANDEM_JOB_TOKEN="$token" TF_CONFIG="$tf_config" "${command[@]}" \
+            > >(awk -v label="$label" -v file="$log" '{ print "[" label "] " $0; fflush(); print >> file; fflush(file) }') 2>&1 &
+        pids+=($!); labels+=("$label")
+        [ "$role" = chief ] && chief_pid=$!
+    done <<<"$plan"
+    [ "$dry_run" = 1 ] && return
+    [ -n "$chief_pid" ] || die "$config: no chief on this host to lead the job"
+    trap 'kill -TERM "${pids[@]}" 2>/dev/null' INT TERM
+    local status=0 i
+    wait "$chief_pid" || status=$?
+    # The ps tasks stop by themselves once the chief has stopped the job, the workers when they hear of it.
+    local deadline=$((SECONDS + 10))
+    for i in "${!pids[@]}"; do
+        while kill -0 "${pids[$i]}" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+        kill -KILL "${pids[$i]}" 2>/dev/null || true
+        local task_status=0
+        wait "${pids[$i]}" || task_status=$?
+        if [ "$task_status" -ne 0 ] && [ "${pids[$i]}" != "$chief_pid" ]; then
+            say "${labels[$i]} ended with exit $task_status"
+            [ $status -ne 0 ] || status=$task_status
+        fi
+    done
+    trap - INT TERM
+    wait 2>/dev/null || true
+    [ $status -eq 0 ] || say "parameter-server job: a task failed (exit $status); logs in $run_dir"
     return $status
 }
 

@@ -23,6 +23,10 @@ public final class MetricsWriter {
         ]
         if reportsAccuracy { record["accuracy"] = result.train.accuracy }
         if let allreduce = result.allreduceSeconds { record["allreduce_us"] = allreduce * 1e6 }
+        if let test = result.test {
+            record["test_loss"] = test.meanLoss
+            if reportsAccuracy { record["test_accuracy"] = test.accuracy }
+        }
         if let validation = result.validation {
             record["val_loss"] = validation.meanLoss
             if reportsAccuracy { record["val_accuracy"] = validation.accuracy }

@@ -28,6 +28,8 @@ public struct TrainingSummary: Sendable {
     public var wallSeconds = 0.0
     public var peakResidentBytes = 0
 
+    public init() {}
+
     /// Median epoch throughput (epoch times are noisy on shared machines; the median is the stable figure).
     public var samplesPerSecond: Double {
         let rates = epochs.map(\.samplesPerSecond).sorted()
@@ -42,7 +44,16 @@ public struct EpochResult: Sendable {
     public var seconds: Double
     /// Median time of one step's gradient all-reduce (waiting for the slowest replica included); nil on one replica.
     public var allreduceSeconds: Double?
+    /// The test set after the epoch, where a strategy evaluates it every epoch (the parameter-server chief).
+    public var test: LossStatistics?
     public var samplesPerSecond: Double { seconds > 0 ? Double(train.count) / seconds : 0 }
+
+    public init(epoch: Int, train: LossStatistics, validation: LossStatistics?, seconds: Double) {
+        self.epoch = epoch
+        self.train = train
+        self.validation = validation
+        self.seconds = seconds
+    }
 }
 
 /// One replica's training loop. A step is: compute gradients on this replica's shard → `communicator` sums them

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TandemCore
 import TandemDistributed
+import TandemParameterServer
 import TandemTrain
 
 struct Train: ParsableCommand {
@@ -106,6 +107,9 @@ struct Train: ParsableCommand {
             log.info("rank \(process.rank): loaded \(data.trainRows.count) training, \(data.validationRows.count) validation, \(data.test?.count ?? 0) test examples")
             return (job, data)
         }
+        if job.clusterStrategy == .parameterServer, let spec = try ClusterSpec.resolve(config: job), let task = spec.task {
+            return try runParameterServerTask(task, job: job, spec: spec, data: data)
+        }
         let threads = replicas.count
         guard threads > 1 else { return try trainReplica(job: job, data: data, communicator: process) }
         let command = self
@@ -113,6 +117,30 @@ struct Train: ParsableCommand {
         let pin = mpi == nil && threads <= ProcessInfo.processInfo.activeProcessorCount
         try ThreadReplicas.run(count: threads, process: mpi, timeoutSeconds: stallTimeout > 0 ? stallTimeout : 1e9, pinToCores: pin) { _, communicator in
             try command.trainReplica(job: job, data: data, communicator: communicator)
+        }
+    }
+
+    /// This process's role in a parameter-server job, as its TF_CONFIG task says.
+    private func runParameterServerTask(_ task: ClusterSpec.Task, job: JobConfig, spec: ClusterSpec, data: DataSource) throws {
+        let strategy = try ParameterServerJob(job: job, spec: spec)
+        switch task.type {
+        case .ps:
+            try strategy.serve(index: task.index)
+        case .worker:
+            try strategy.work(index: task.index, workers: spec.roles[.worker]?.count ?? 1, data: data)
+            print("worker \(task.index): the chief ended the job")
+        case .chief:
+            var options = TrainingOptions()
+            options.checkpointDirectory = checkpointDir
+            options.keepCheckpoints = keep
+            options.metricsPath = metrics
+            let summary = try strategy.lead(data: data, options: options)
+            if let test = summary.test {
+                print("Test: loss \(fixed(test.meanLoss, 4))  accuracy \(fixed(test.accuracy, 4))  (\(test.count) examples)")
+            }
+            print("Median \(fixed(summary.samplesPerSecond, 0)) samples/s  wall \(fixed(summary.wallSeconds, 2)) s")
+        case .evaluator:
+            throw TandemError(.usage, "an evaluator task runs `tandem evaluate CONFIG --watch DIR`, not `tandem train`")
         }
     }
 
@@ -163,10 +191,7 @@ struct Train: ParsableCommand {
 
     /// A cluster job started by launch.sh gives each rank its TF_CONFIG: it must name the task of that rank.
     private func checkClusterTask(_ job: JobConfig, process: Communicator) throws {
-        guard let spec = try ClusterSpec.resolve(config: job), let task = spec.task else { return }
-        guard job.clusterStrategy == .mirrored else {
-            throw TandemError(.usage, "\(spec.source): strategy parameter_server is not available in this version; use \"mirrored\"")
-        }
+        guard let spec = try ClusterSpec.resolve(config: job), let task = spec.task, job.clusterStrategy == .mirrored else { return }
         try spec.validate(for: .mirrored)
         let order = spec.trainingTasks.map(\.task)
         guard let rank = order.firstIndex(of: task) else {
