@@ -126,6 +126,10 @@ public struct ParameterServerJob {
             epochStatistics += LossStatistics(lossSum: Double(pushed[0]), correct: Int(pushed[1]), count: Int(pushed[2]))
             guard pushes >= (epoch + 1) * stepsPerEpoch || pushes >= budget else { continue }
             for (i, client) in clients.enumerated().dropFirst() { _ = try status(client, index: i) }  // every ps still there
+            if epoch + 1 == job.training.epochs {
+                // Stop before the last pull, so the final figures are those of the parameters the job ends with.
+                for client in clients { _ = try? client.call(.stop, []) }
+            }
             try pullAll(clients, into: model)
             let test = try data.test.map { try evaluator.evaluate($0) }
             let seconds = ProcessStatistics.now() - epochStart
@@ -149,9 +153,7 @@ public struct ParameterServerJob {
             epochStatistics = LossStatistics()
             epochStart = ProcessStatistics.now()
         }
-        for client in clients { _ = try? client.call(.stop, []) }
-        try pullAll(clients, into: model)
-        summary.test = try data.test.map { try evaluator.evaluate($0) }
+        summary.test = summary.epochs.last?.test
         summary.wallSeconds = ProcessStatistics.now() - start
         summary.peakResidentBytes = ProcessStatistics.peakResidentBytes()
         try metrics?.write(summary: summary, reportsAccuracy: loss.reportsAccuracy)
