@@ -159,3 +159,17 @@ public func argmaxRows(_ z: UnsafePointer<Float>, rows: Int, columns: Int, into 
         result[r] = best
     }
 }
+
+/// Sums `count` buffers into buffer 0 in one fixed binary tree — ((b0 + b1) + (b2 + b3)) ... — over the elements in
+/// `elements`. The tree's shape, not who runs it, fixes the result bit for bit: the trainer's reduction groups and the
+/// replica threads' exchange both sum with it, so 1 process and N replicas agree exactly.
+public func fixedTreeSum(count: Int, elements: Range<Int>, buffer: (Int) -> UnsafeMutablePointer<Float>) {
+    var span = 1
+    while span < count {
+        for left in stride(from: 0, to: count - span, by: 2 * span) {
+            let sum = buffer(left), right = UnsafePointer(buffer(left + span))
+            for i in elements { sum[i] += right[i] }
+        }
+        span *= 2
+    }
+}

@@ -57,14 +57,7 @@ public final class ThreadCommunicator: Communicator {
         buffers[local] = buffer
         try group.wait(replica: local)
         let mine = chunk(count)
-        var span = 1
-        while span < replicas {
-            for left in stride(from: 0, to: replicas - span, by: 2 * span) {
-                let sum = buffers[left]!, right = UnsafePointer(buffers[left + span]!)
-                for i in mine { sum[i] += right[i] }
-            }
-            span *= 2
-        }
+        fixedTreeSum(count: replicas, elements: mine) { buffers[$0]! }
         if let process {
             try group.wait(replica: local)
             if local == 0 { try process.treeAllreduceSum(buffers[0]!, count: count) }

@@ -249,14 +249,8 @@ public final class Trainer {
             target[tail + 1] = Float(statistics.correct)
             model.backward(lossFusesLastActivation: lossFusesLastActivation, into: target)
         }
-        var span = 1
-        while span < localGroups {
-            for left in stride(from: 0, to: localGroups - span, by: 2 * span) {
-                let sum = left == 0 ? model.gradients.base : groupGradients[left - 1].base
-                let right = UnsafePointer(groupGradients[left + span - 1].base)
-                for i in 0..<count { sum[i] += right[i] }
-            }
-            span *= 2
+        fixedTreeSum(count: localGroups, elements: 0..<count) { group in
+            group == 0 ? model.gradients.base : groupGradients[group - 1].base
         }
         if let timeline { mark = timeline.record(.backward, since: mark) }
         communicator.noteProgress(step: globalStep, phase: .reduction)
