@@ -60,6 +60,11 @@ run_mirrored() {
     mpirun -np "$ranks" "${placement[@]}" "$TANDEM" train "$@"
 }
 
+# Copies a task's output lines to the terminal as "[LABEL] line" and, bare, to its log FILE.
+tag_lines() {
+    awk -v label="$1" -v file="$2" '{ print "[" label "] " $0; fflush(); print >> file; fflush(file) }'
+}
+
 # A cluster job: `tandem cluster plan` lists the tasks; chief and workers become one mpirun job, one rank per task
 # (in rank order, each with its own TF_CONFIG, on its own host); evaluators run beside it on this host, watching the
 # checkpoints. Every output line is tagged with its task's role and kept in that task's log.
@@ -128,7 +133,7 @@ run_cluster() {
     for i in "${!evaluators[@]}"; do
         local log="$run_dir/${evaluators[$i]// /-}.log"
         TF_CONFIG="${evaluator_configs[$i]}" "$TANDEM" evaluate "$config" --watch "$checkpoints" --timeout 300 \
-            > >(awk -v label="${evaluators[$i]}" -v file="$log" '{ print "[" label "] " $0; fflush(); print >> file; fflush(file) }') 2>&1 &
+            > >(tag_lines "${evaluators[$i]}" "$log") 2>&1 &
         side_cars+=($!)
     done
     # Lines arrive as "[job,rank]<stdout>: text": replace the tag by the task's role, and keep one log per task.
@@ -187,7 +192,7 @@ run_task_processes() {
         local log="$run_dir/${label// /-}.log"
         : >"$log"
         TANDEM_JOB_TOKEN="$token" TF_CONFIG="$tf_config" "${command[@]}" \
-            > >(awk -v label="$label" -v file="$log" '{ print "[" label "] " $0; fflush(); print >> file; fflush(file) }') 2>&1 &
+            > >(tag_lines "$label" "$log") 2>&1 &
         pids+=($!); labels+=("$label")
         [ "$role" = chief ] && chief_pid=$!
     done <<<"$plan"
