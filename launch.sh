@@ -61,8 +61,12 @@ run_mirrored() {
 }
 
 # Copies a task's output lines to the terminal as "[LABEL] line" and, bare, to its log FILE.
+# mawk (Debian's awk) reads its input in blocks unless told it is interactive: lines would show up late.
+awk_line_mode=()
+awk -W version 2>&1 | grep -q mawk && awk_line_mode=(-W interactive)
 tag_lines() {
-    awk -v label="$1" -v file="$2" '{ print "[" label "] " $0; fflush(); print >> file; fflush(file) }'
+    awk ${awk_line_mode[@]+"${awk_line_mode[@]}"} -v label="$1" -v file="$2" \
+        '{ print "[" label "] " $0; fflush(); print >> file; fflush(file) }'
 }
 
 # A cluster job: `tandem cluster plan` lists the tasks; chief and workers become one mpirun job, one rank per task
@@ -139,7 +143,7 @@ run_cluster() {
     # Lines arrive as "[job,rank]<stdout>: text": replace the tag by the task's role, and keep one log per task.
     local roles
     roles="$(printf '%s\n' "${labels[@]}")"
-    "${command[@]}" > >(awk -v roles="$roles" -v dir="$run_dir" '
+    "${command[@]}" > >(awk ${awk_line_mode[@]+"${awk_line_mode[@]}"} -v roles="$roles" -v dir="$run_dir" '
         BEGIN { n = split(roles, label, "\n") }
         match($0, /^\[[0-9]+,[0-9]+\]<std(out|err)>: ?/) {
             tag = substr($0, 2, index($0, "]") - 2); split(tag, part, ","); r = part[2] + 1

@@ -6,79 +6,236 @@ import TandemNN
 import TandemTrain
 
 /// One ps task's share of the model: a contiguous range of the flat parameter arena, its optimizer (the state lives
-/// here, not on the workers), and the counters the chief reads. One lock per shard: pushes apply one at a time.
+/// here, not on the workers), the workers' step counts for bounded staleness, and the counters the chief reads.
+/// One lock per shard: pushes apply one at a time.
 final class ParameterShard: @unchecked Sendable {
     let range: Range<Int>
+    let label: String
     private let lock = NSLock()
     private let parameters: FlatArena
     private let optimizer: Optimizer
+    private let maxStaleness: Int?
+    /// A worker that has not pushed for this long is not waited for until it pushes again.
+    private let stragglerSeconds: Double
+    private var chiefFingerprint: Fingerprint?
     private var pushes = 0
     private var stopped = false
     private var statistics: [Float] = [0, 0, 0]
+    private var refusals: [String] = []
+    private var workers: [Int: WorkerState] = [:]
+    /// The most steps any worker was ahead of the slowest connected one when it got its parameters back.
+    private var largestLead = 0
 
-    init(job: JobConfig, range: Range<Int>) throws {
+    private struct WorkerState {
+        var steps = 0
+        var connected = false
+        var lastPush = ProcessStatistics.now()
+        /// Already reported as a straggler (until its next push).
+        var named = false
+    }
+
+    init(job: JobConfig, range: Range<Int>, label: String, stragglerSeconds: Double = 10) throws {
         self.range = range
-        // Every ps builds the same initial model from the seed and keeps its range.
-        let model = try Sequential(spec: job.model, seed: job.seed, maxBatchSize: 1)
+        self.label = label
+        self.stragglerSeconds = stragglerSeconds
+        maxStaleness = job.training.maxStaleness
         parameters = FlatArena(count: range.count)
-        parameters.base.update(from: model.parameters.base + range.lowerBound, count: range.count)
         optimizer = try job.optimizer.makeOptimizer(parameterCount: range.count)
     }
 
     var isStopped: Bool { lock.withLock { stopped } }
 
+    /// The chief's start (or restart from a checkpoint): pushes so far, its fingerprint, this range's parameters.
+    func open(_ message: [UInt8]) throws {
+        var reader = Wire.Reader(message)
+        let start = Int(try reader.int64())
+        let fingerprint = Fingerprint(encoded: try reader.string())
+        try lock.withLock {
+            try reader.floats(range.count, into: parameters.base)
+            if chiefFingerprint != nil { log("the chief reopened the job at push \(start)") }
+            chiefFingerprint = fingerprint
+            pushes = start
+            optimizer.iterations = start
+            stopped = false
+        }
+    }
+
+    /// A worker's stream: admit it (the chief's fingerprint must match), then answer each push with the new
+    /// parameters — after waiting, under bounded staleness, for workers too far behind.
+    func serveExchange(worker: Int, requests: RPCAsyncSequence<[UInt8], any Error>, writer: RPCWriter<[UInt8]>) async throws {
+        var incoming = requests.makeAsyncIterator()
+        guard let hello = try await incoming.next() else { return }
+        var reader = Wire.Reader(hello)
+        try admit(worker: worker, fingerprint: Fingerprint(encoded: try reader.string()))
+        defer { leave(worker: worker) }
+        try await writer.write(reply())
+        while let message = try await incoming.next() {
+            let steps = try push(message, from: worker)
+            if let steps {
+                try await waitForStragglers(worker: worker, steps: steps)
+                recordLead(of: worker)
+            }
+            try await writer.write(reply())
+        }
+    }
+
+    private func admit(worker: Int, fingerprint: Fingerprint) throws {
+        try lock.withLock {
+            guard let chief = chiefFingerprint else {
+                throw RPCError(code: .unavailable, message: "\(label) is waiting for the chief to open the job")
+            }
+            if let problem = chief.disagreement(of: fingerprint, who: "worker \(worker)", reference: "the chief") {
+                refusals.append(problem)
+                log("refused worker \(worker): \(problem)")
+                throw RPCError(code: .failedPrecondition, message: problem)
+            }
+            var state = workers[worker] ?? WorkerState()
+            if state.connected { throw RPCError(code: .alreadyExists, message: "worker \(worker) is already connected to \(label)") }
+            // A worker (re)joining starts level with the slowest connected one: the others need not wait for it
+            // to replay steps it will never take again.
+            let others = workers.values.filter(\.connected).map(\.steps)
+            state.steps = max(state.steps, others.min() ?? state.steps)
+            state.connected = true
+            state.lastPush = ProcessStatistics.now()
+            if workers[worker] != nil { log("worker \(worker) rejoined at step \(state.steps)") }
+            workers[worker] = state
+        }
+    }
+
+    private func leave(worker: Int) {
+        lock.withLock { workers[worker]?.connected = false }
+    }
+
+    /// Applies a push; returns the worker's step count after it (nil once the job has stopped: nothing applied).
+    private func push(_ message: [UInt8], from worker: Int) throws -> Int? {
+        var reader = Wire.Reader(message), tail = reader
+        try tail.skipFloats(range.count)
+        let pushed = try tail.floats(3)
+        return try reader.withFloats(range.count) { gradients in
+            lock.withLock {
+                guard !stopped else { return nil }
+                optimizer.apply(parameters: parameters.base, gradients: gradients)
+                for i in 0..<3 { statistics[i] += pushed[i] }
+                pushes += 1
+                workers[worker]?.steps += 1
+                workers[worker]?.lastPush = ProcessStatistics.now()
+                workers[worker]?.named = false
+                return workers[worker]?.steps
+            }
+        }
+    }
+
+    /// Stale synchronous parallel: holds the reply until the slowest connected worker is at most `maxStaleness`
+    /// steps behind. A worker silent for `stragglerSeconds` is named once and not waited for until it pushes again.
+    private func waitForStragglers(worker: Int, steps: Int) async throws {
+        guard let maxStaleness else { return }
+        while true {
+            let slowest: Int? = lock.withLock {
+                guard !stopped else { return nil }
+                let now = ProcessStatistics.now()
+                var slowest: Int?
+                for (other, state) in workers where other != worker && state.connected {
+                    if now - state.lastPush >= stragglerSeconds {
+                        if !state.named {
+                            workers[other]?.named = true
+                            log("worker \(other) has not pushed for \(Int(stragglerSeconds)) s (it is at step \(state.steps)); not waiting for it")
+                        }
+                        continue
+                    }
+                    slowest = min(slowest ?? state.steps, state.steps)
+                }
+                return slowest
+            }
+            guard let slowest, steps - slowest > maxStaleness else { return }
+            try await Task.sleep(for: .microseconds(50))
+        }
+    }
+
+    private func recordLead(of worker: Int) {
+        lock.withLock {
+            // A reply released by the job's stop, not by the bound, says nothing about the bound.
+            guard !stopped, let steps = workers[worker]?.steps,
+                  let slowest = workers.filter({ $0.key != worker && $0.value.connected }).map(\.value.steps).min() else { return }
+            largestLead = max(largestLead, steps - slowest)
+        }
+    }
+
+    /// One line for the ps's log at the end of the job.
+    var summary: String {
+        lock.withLock {
+            "\(label): \(pushes) pushes applied; a worker was at most \(largestLead) steps ahead of the slowest when it got parameters"
+                + (maxStaleness.map { " (max_staleness \($0))" } ?? " (no max_staleness)")
+        }
+    }
+
+    private func reply() -> [UInt8] {
+        var reply = Wire(reservingCapacity: 16 + 4 * range.count)
+        lock.withLock {
+            reply.append(stopped ? 1 : 0)
+            reply.append(Int64(pushes))
+            reply.append(UnsafeBufferPointer(start: parameters.base, count: range.count))
+        }
+        return reply.bytes
+    }
+
+    /// The chief's unary calls.
     func handle(_ method: ParameterServerMethod, _ message: [UInt8]) throws -> [UInt8] {
         var reply = Wire()
         switch method {
+        case .open:
+            try open(message)
         case .pull:
-            lock.withLock {
-                reply.append(stopped ? 1 : 0)
-                reply.append(Int64(pushes))
-                reply.append(UnsafeBufferPointer(start: parameters.base, count: range.count))
-            }
-        case .push:
-            var reader = Wire.Reader(message)
-            _ = try reader.int64()
-            let gradients = try reader.floats(range.count)
-            let pushed = try reader.floats(3)
-            try lock.withLock {
-                guard !stopped else { throw RPCError(code: .failedPrecondition, message: "the job has stopped") }
-                gradients.withUnsafeBufferPointer { optimizer.apply(parameters: parameters.base, gradients: $0.baseAddress!) }
-                for i in 0..<3 { statistics[i] += pushed[i] }
-                pushes += 1
-                reply.append(Int64(pushes))
-            }
+            lock.withLock { reply.append(UnsafeBufferPointer(start: parameters.base, count: range.count)) }
         case .status:
             lock.withLock {
                 reply.append(Int64(pushes))
                 reply.append(stopped ? 1 : 0)
                 reply.append(statistics)
                 statistics = [0, 0, 0]
+                reply.append(string: Array(refusals.joined(separator: "\n").utf8))
+                refusals = []
             }
         case .stop:
             lock.withLock { stopped = true }
+        case .exchange:
+            throw RPCError(code: .unimplemented, message: "Exchange is a stream")
         }
         return reply.bytes
+    }
+
+    private func log(_ text: String) {
+        FileHandle.standardError.write(Data("tandem: \(label): \(text)\n".utf8))
     }
 }
 
 /// The gRPC face of a shard. Requests without the job's token are refused (and logged).
 struct ParameterServerService: RegistrableRPCService {
     let shard: ParameterShard
-    let label: String
 
     func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+        let shard = self.shard
         for method in ParameterServerMethod.allCases {
-            let shard = self.shard, label = self.label
             router.registerHandler(forMethod: method.descriptor, deserializer: BytesDeserializer(), serializer: BytesSerializer()) { request, context in
-                let single = try await ServerRequest(stream: request)
-                let token = Array(single.metadata[stringValues: JobToken.metadataKey]).first ?? ""
-                guard token == JobToken.current else {
-                    FileHandle.standardError.write(Data("tandem: \(label): refused a \(method.rawValue) request from \(context.remotePeer) without the job's token\n".utf8))
-                    throw RPCError(code: .permissionDenied, message: "wrong or missing job token")
+                try Self.checkToken(request.metadata, method: method, peer: context.remotePeer, shard: shard)
+                guard method == .exchange else {
+                    let single = try await ServerRequest(stream: request)
+                    return StreamingServerResponse(single: ServerResponse(message: try shard.handle(method, single.message)))
                 }
-                return StreamingServerResponse(single: ServerResponse(message: try shard.handle(method, single.message)))
+                guard let worker = Array(request.metadata[stringValues: RequestMetadata.workerKey]).first.flatMap({ Int($0) }) else {
+                    throw RPCError(code: .invalidArgument, message: "an exchange must say which worker it is")
+                }
+                return StreamingServerResponse { writer in
+                    try await shard.serveExchange(worker: worker, requests: request.messages, writer: writer)
+                    return [:]
+                }
             }
+        }
+    }
+
+    private static func checkToken(_ metadata: Metadata, method: ParameterServerMethod, peer: String, shard: ParameterShard) throws {
+        guard Array(metadata[stringValues: RequestMetadata.tokenKey]).first == RequestMetadata.jobToken else {
+            FileHandle.standardError.write(Data("tandem: \(shard.label): refused a \(method.rawValue) request from \(peer) without the job's token\n".utf8))
+            throw RPCError(code: .permissionDenied, message: "wrong or missing job token")
         }
     }
 }
@@ -99,8 +256,7 @@ func ipv4Address(of host: String) throws -> String {
     }
     defer { freeaddrinfo(first) }
     var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
-    let address = first.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
-    var copy = address
-    inet_ntop(AF_INET, &copy, &text, socklen_t(INET_ADDRSTRLEN))
+    var address = first.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+    inet_ntop(AF_INET, &address, &text, socklen_t(INET_ADDRSTRLEN))
     return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

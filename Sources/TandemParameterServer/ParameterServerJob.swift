@@ -16,6 +16,9 @@ public struct ParameterServerJob {
     private let addresses: [ClusterSpec.Address]
     private let ranges: [Range<Int>]
     private let parameterCount: Int
+    private let workerCount: Int
+    /// How long a worker waits for a ps's reply: longer than a ps holds one for a straggler under max_staleness.
+    private let replyTimeoutSeconds = 30.0
 
     public init(job: JobConfig, spec: ClusterSpec) throws {
         try spec.validate(for: .parameterServer)
@@ -24,31 +27,36 @@ public struct ParameterServerJob {
         addresses = spec.tasks.filter { $0.task.type == .ps }.map(\.address)
         parameterCount = try Sequential(spec: job.model, seed: job.seed, maxBatchSize: 1).parameterCount
         ranges = shardRanges(count: parameterCount, parts: addresses.count)
+        workerCount = spec.roles[.worker]?.count ?? 0
     }
 
     // MARK: ps
 
     /// Serves this task's shard until the chief stops the job (plus a moment for workers to hear it).
     public func serve(index: Int) throws {
-        let shard = try ParameterShard(job: job, range: ranges[index])
+        let shard = try ParameterShard(job: job, range: ranges[index], label: "ps \(index)")
         let address = addresses[index]
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        config.http2.maxFrameSize = HTTP2Tuning.maxFrameSize
+        config.http2.targetWindowSize = HTTP2Tuning.windowSize
         let server = GRPCServer(
             transport: .http2NIOPosix(address: .ipv4(host: try ipv4Address(of: address.host), port: address.port),
-                                      transportSecurity: .plaintext),
-            services: [ParameterServerService(shard: shard, label: "ps \(index)")])
+                                      transportSecurity: .plaintext, config: config),
+            services: [ParameterServerService(shard: shard)])
         let finished = DispatchSemaphore(value: 0)
-        let failure = Failure()
+        let failure = Box<Error>()
         Task.detached {
-            do { try await server.serve() } catch { failure.error = error }
+            do { try await server.serve() } catch { failure.value = error }
             finished.signal()
         }
         print("ps \(index): serving parameters \(ranges[index].lowerBound)..<\(ranges[index].upperBound) at \(address.text)")
         fflush(nil)
         while !shard.isStopped {
             if finished.wait(timeout: .now() + 0.2) == .success {
-                throw TandemError(.communication, "ps \(index) at \(address.text): \(failure.error.map { String(describing: $0) } ?? "server ended")")
+                throw TandemError(.communication, "ps \(index) at \(address.text): \(failure.value.map { String(describing: $0) } ?? "server ended")")
             }
         }
+        print(shard.summary)
         Thread.sleep(forTimeInterval: 2)
         server.beginGracefulShutdown()
         _ = finished.wait(timeout: .now() + 5)
@@ -56,51 +64,89 @@ public struct ParameterServerJob {
 
     // MARK: worker
 
-    public func work(index: Int, workers: Int, data: DataSource) throws {
+    /// Pull → gradients on this worker's shard → push, until the chief ends the job; each push and the next pull
+    /// are one round trip on the worker's stream to each ps.
+    public func work(index: Int, data: DataSource) throws {
         let clients = try addresses.map { try ParameterServerClient(host: $0.host, port: $0.port) }
-        try waitForParameterServers(clients)
         let loss = try Loss(name: job.loss)
         let batch = job.training.batchSize
         let pipeline = try BatchPipeline(examples: data.train, rows: data.trainRows, scaling: data.scaling,
-                                         globalBatchSize: batch * workers, shard: (workers, index), seed: job.seed)
+                                         globalBatchSize: batch * workerCount, shard: (workerCount, index), seed: job.seed)
         let model = try Sequential(spec: job.model, seed: job.seed, maxBatchSize: batch)
-        let fusesLast = loss.fusesSoftmax && [.softmax, .identity].contains(model.lastActivation)
+        let links = try join(clients, worker: index, fingerprint: fingerprint(model: model, data: data))
+        defer { for link in links { link.close() } }
+        var stopped = try receiveParameters(links, into: model)
         var epoch = 0
-        while true {
+        while !stopped {
             pipeline.startEpoch(epoch)
             defer { pipeline.finishEpoch() }
-            while let next = try pipeline.next() {
-                for (i, client) in clients.enumerated() {
-                    var reader = Wire.Reader(try client.call(.pull, []))
-                    if try reader.int64() != 0 { return }  // the chief has ended the job
-                    _ = try reader.int64()
-                    try reader.floats(ranges[i].count, into: model.parameters.base + ranges[i].lowerBound)
-                }
+            while !stopped, let next = try pipeline.next() {
                 model.gradients.base.update(repeating: 0, count: parameterCount)
-                let output = model.forward(next.features, rows: next.rows)
-                let statistics = loss.compute(outputs: output, targets: next.targets, rows: next.rows, columns: model.outputSize,
-                                              dOutputs: model.dOutput, gradientScale: 1 / Float(next.rows))
-                model.backward(lossFusesLastActivation: fusesLast)
-                for (i, client) in clients.enumerated() {
-                    var message = Wire()
-                    message.append(Int64(index))
+                let statistics = model.accumulateGradient(of: loss, features: next.features, targets: next.targets,
+                                                          rows: next.rows, gradientScale: 1 / Float(next.rows))
+                for (i, link) in links.enumerated() {
+                    var message = Wire(reservingCapacity: 4 * ranges[i].count + 12)
                     message.append(UnsafeBufferPointer(start: model.gradients.base + ranges[i].lowerBound, count: ranges[i].count))
                     message.append(i == 0 ? [Float(statistics.lossSum), Float(statistics.correct), Float(statistics.count)] : [0, 0, 0])
-                    do {
-                        _ = try client.call(.push, message.bytes)
-                    } catch let error as TandemError where error.message.contains("failedPrecondition") {
-                        return  // stopped between our pull and push
-                    }
+                    link.send(message.bytes)
                 }
+                stopped = try receiveParameters(links, into: model)
             }
             epoch += 1
         }
     }
 
+    /// Opens this worker's stream to every ps and sends its fingerprint. Retries with back-off for a minute while
+    /// a ps is not up yet or the chief has not opened the job; a fingerprint the chief's differs from is final.
+    private func join(_ clients: [ParameterServerClient], worker: Int, fingerprint: Fingerprint) throws -> [ExchangeLink] {
+        var hello = Wire()
+        hello.append(string: fingerprint.encoded)
+        var pause = 0.05
+        let deadline = ProcessStatistics.now() + 60
+        while true {
+            let links = clients.map { ExchangeLink(client: $0, worker: worker) }
+            for link in links { link.send(hello.bytes) }
+            // The answer is the first reply, which carries the parameters: wait until every link has one or ended.
+            let failed = links.first { $0.waitForFirstReply(timeoutSeconds: 60) == false }
+            guard let failed else { return links }
+            for link in links { link.close() }
+            let status = failed.endingStatus
+            switch status?.code {
+            case .failedPrecondition?:
+                throw TandemError(.badConfig, status?.message ?? "refused by the chief")
+            case .unavailable?, .alreadyExists?:
+                guard ProcessStatistics.now() < deadline else { throw failed.failure ?? TandemError(.timeout, "worker \(worker) was not admitted within 60 s") }
+                Thread.sleep(forTimeInterval: pause)
+                pause = min(pause * 2, 1)
+            default:
+                throw failed.failure ?? TandemError(.timeout, "ps at \(failed.address) did not admit worker \(worker) within 60 s")
+            }
+        }
+    }
+
+    /// Reads one reply from every ps into the model's parameters; true when the chief has ended the job.
+    private func receiveParameters(_ links: [ExchangeLink], into model: Sequential) throws -> Bool {
+        var stopped = false
+        for (i, link) in links.enumerated() {
+            var reader = Wire.Reader(try link.receive(timeoutSeconds: replyTimeoutSeconds))
+            stopped = try reader.int64() != 0 || stopped
+            _ = try reader.int64()
+            try reader.floats(ranges[i].count, into: model.parameters.base + ranges[i].lowerBound)
+        }
+        return stopped
+    }
+
+    /// What the chief and every worker must agree on: the job, the model, the data and the cluster.
+    private func fingerprint(model: Sequential, data: DataSource) -> Fingerprint {
+        Fingerprint(config: job, model: model, data: data, stepsPerEpoch: data.trainRows.count / job.training.batchSize,
+                    replicas: workerCount,
+                    extra: [("cluster", spec.tasks.map { "\($0.task.label) \($0.address.text)" }.joined(separator: ", "))])
+    }
+
     // MARK: chief
 
-    /// Runs the job to its budget; returns the summary the CLI reports.
-    public func lead(data: DataSource, options: TrainingOptions) throws -> TrainingSummary {
+    /// Runs the job to its budget (from a checkpoint with `resume`); returns the summary the CLI reports.
+    public func lead(data: DataSource, options: TrainingOptions, resume: String? = nil, stallSeconds: Double = 60) throws -> TrainingSummary {
         let start = ProcessStatistics.now()
         let clients = try addresses.map { try ParameterServerClient(host: $0.host, port: $0.port) }
         try waitForParameterServers(clients)
@@ -109,23 +155,48 @@ public struct ParameterServerJob {
         let evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
         let stepsPerEpoch = data.trainRows.count / job.training.batchSize
         let budget = stepsPerEpoch * job.training.epochs
+        var epoch = 0
+        if let resume {
+            epoch = try TrainingState.restore(try Checkpoint.read(path: resume), path: resume, into: model, optimizer: nil)
+            guard epoch < job.training.epochs else {
+                throw TandemError(.usage, "\(resume) already holds \(epoch) epochs and the job asks for \(job.training.epochs): raise --epochs to train further")
+            }
+            print("Resuming from \(resume) after epoch \(epoch)")
+        }
+        // Every ps starts from the chief's parameters and push count; only then are workers let in.
+        let opening = fingerprint(model: model, data: data)
+        for (i, client) in clients.enumerated() {
+            var message = Wire(reservingCapacity: 4 * ranges[i].count + 1024)
+            message.append(Int64(epoch * stepsPerEpoch))
+            message.append(string: opening.encoded)
+            message.append(UnsafeBufferPointer(start: model.parameters.base + ranges[i].lowerBound, count: ranges[i].count))
+            _ = try client.call(.open, message.bytes)
+        }
         let metrics = try options.metricsPath.map { try MetricsWriter(path: $0) }
         let checkpoints = try options.checkpointDirectory.map { try CheckpointDirectory(path: $0, keep: options.keepCheckpoints) }
         var summary = TrainingSummary()
         var epochStatistics = LossStatistics()
         var epochStart = ProcessStatistics.now()
-        var epoch = 0
+        var lastPushes = -1, lastProgress = ProcessStatistics.now()
         defer { for client in clients { _ = try? client.call(.stop, []) } }
 
         while epoch < job.training.epochs {
             Thread.sleep(forTimeInterval: 0.02)
-            var reader = Wire.Reader(try status(clients[0], index: 0))
+            var reader = Wire.Reader(try status(clients[0], index: 0, checkpointDirectory: options.checkpointDirectory))
             let pushes = Int(try reader.int64())
             _ = try reader.int64()
             let pushed = try reader.floats(3)
+            for refusal in String(decoding: try reader.string(), as: UTF8.self).split(separator: "\n") {
+                FileHandle.standardError.write(Data("tandem: \(refusal) (refused; the job goes on with the other workers)\n".utf8))
+            }
             epochStatistics += LossStatistics(lossSum: Double(pushed[0]), correct: Int(pushed[1]), count: Int(pushed[2]))
+            if pushes != lastPushes {
+                (lastPushes, lastProgress) = (pushes, ProcessStatistics.now())
+            } else if ProcessStatistics.now() - lastProgress > stallSeconds {
+                throw TandemError(.timeout, "no worker has pushed gradients for \(Int(stallSeconds)) s (\(pushes) of \(budget) pushes done): are the workers running? Their logs say why not")
+            }
             guard pushes >= (epoch + 1) * stepsPerEpoch || pushes >= budget else { continue }
-            for (i, client) in clients.enumerated().dropFirst() { _ = try status(client, index: i) }  // every ps still there
+            for (i, client) in clients.enumerated().dropFirst() { _ = try status(client, index: i, checkpointDirectory: options.checkpointDirectory) }  // every ps still there
             if epoch + 1 == job.training.epochs {
                 // Stop before the last pull, so the final figures are those of the parameters the job ends with.
                 for client in clients { _ = try? client.call(.stop, []) }
@@ -163,20 +234,21 @@ public struct ParameterServerJob {
     private func pullAll(_ clients: [ParameterServerClient], into model: Sequential) throws {
         for (i, client) in clients.enumerated() {
             var reader = Wire.Reader(try client.call(.pull, []))
-            _ = try reader.int64(); _ = try reader.int64()
             try reader.floats(ranges[i].count, into: model.parameters.base + ranges[i].lowerBound)
         }
     }
 
     /// A ps that fails to answer for 5 s ends the job with its name.
-    private func status(_ client: ParameterServerClient, index: Int) throws -> [UInt8] {
+    private func status(_ client: ParameterServerClient, index: Int, checkpointDirectory: String?) throws -> [UInt8] {
         let deadline = ProcessStatistics.now() + 5
         while true {
             do {
                 return try client.call(.status, [])
             } catch let error as TandemError {
                 if ProcessStatistics.now() > deadline {
-                    throw TandemError(.communication, "ps \(index) stopped answering (\(error.message)); resume with --resume from the last checkpoint once it is back")
+                    let resume = checkpointDirectory.map { "restart the job with --checkpoint-dir \($0) --resume latest" }
+                        ?? "without --checkpoint-dir there is no checkpoint to resume from"
+                    throw TandemError(.communication, "ps \(index) stopped answering (\(error.message)); once it is back, \(resume)")
                 }
                 Thread.sleep(forTimeInterval: 0.2)
             }
@@ -207,6 +279,3 @@ public struct ParameterServerJob {
     private func fixed(_ value: Double) -> String { String(format: "%.4f", value) }
 }
 
-private final class Failure: @unchecked Sendable {
-    var error: Error?
-}

@@ -3,26 +3,46 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import TandemCore
 
-/// The parameter-server protocol over gRPC: four unary methods whose messages are raw bytes — little-endian Int64
-/// counters and Float32 arrays, written and read by `Wire` — so the build needs no protoc step.
+/// The parameter-server protocol over gRPC. Messages are raw bytes — little-endian Int64 counters, Float32 arrays
+/// and length-prefixed byte strings, written and read by `Wire` — so the build needs no protoc step.
 enum ParameterServerMethod: String, CaseIterable {
-    /// → [stop flag, pushes so far] + this ps's parameter range.
-    case pull = "Pull"
-    /// [worker] + gradients of this ps's range + [loss sum, hits, rows] → [pushes so far].
-    case push = "Push"
-    /// → [pushes so far, stop flag] + [loss sum, hits, rows] accumulated since the last status.
+    /// Chief → ps, once: [pushes so far] + [chief's fingerprint] + this ps's starting parameters. Until then the
+    /// ps turns workers away (unavailable), so a resumed job never trains from the wrong start.
+    case open = "Open"
+    /// A worker's one stream for the whole job. Worker → ps: [fingerprint] first, then
+    /// [gradients of this ps's range + (loss sum, hits, rows)] per step. Ps → worker after each:
+    /// [stop flag, pushes so far] + this ps's parameters — a push and the next pull in one round trip.
+    case exchange = "Exchange"
+    /// → [pushes so far, stop flag] + [loss sum, hits, rows] since the last status + [refusals since the last status].
     case status = "Status"
-    /// Ends the job: every later pull says stop.
+    /// → this ps's parameters (the chief's evaluations and checkpoints).
+    case pull = "Pull"
+    /// Ends the job: every later exchange says stop.
     case stop = "Stop"
 
     static let service = ServiceDescriptor(fullyQualifiedService: "tandem.ParameterServer")
     var descriptor: MethodDescriptor { MethodDescriptor(service: Self.service, method: rawValue) }
 }
 
-/// The per-job token every request carries (launch.sh makes one and hands it to the tasks in TANDEM_JOB_TOKEN).
-enum JobToken {
-    static let metadataKey = "tandem-job-token"
-    static var current: String { ProcessInfo.processInfo.environment["TANDEM_JOB_TOKEN"] ?? "" }
+/// Request metadata: the per-job token every request carries (launch.sh makes one and hands it to the tasks in
+/// TANDEM_JOB_TOKEN), and which worker opened an exchange.
+enum RequestMetadata {
+    static let tokenKey = "tandem-job-token"
+    static let workerKey = "tandem-worker"
+    static var jobToken: String { ProcessInfo.processInfo.environment["TANDEM_JOB_TOKEN"] ?? "" }
+
+    static func make(worker: Int? = nil) -> Metadata {
+        var metadata = Metadata()
+        metadata.addString(jobToken, forKey: tokenKey)
+        if let worker { metadata.addString(String(worker), forKey: workerKey) }
+        return metadata
+    }
+}
+
+/// HTTP/2 frames large enough that one step's parameters travel in a frame or two instead of dozens of 16 KiB ones.
+enum HTTP2Tuning {
+    static let maxFrameSize = 1 << 20
+    static let windowSize = 16 << 20
 }
 
 struct BytesSerializer: MessageSerializer {
@@ -35,17 +55,23 @@ struct BytesDeserializer: MessageDeserializer {
     }
 }
 
-/// Little-endian framing of the messages.
+/// Little-endian framing of the messages (x86-64 and arm64 are little-endian, so floats are copied as they are).
 struct Wire {
     var bytes: [UInt8] = []
 
+    init(reservingCapacity capacity: Int = 0) { bytes.reserveCapacity(capacity) }
+
     mutating func append(_ value: Int64) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
 
-    mutating func append(_ values: UnsafeBufferPointer<Float>) {
-        values.withMemoryRebound(to: UInt8.self) { bytes.append(contentsOf: $0) }  // x86-64 and arm64 are little-endian
-    }
+    mutating func append(_ values: UnsafeBufferPointer<Float>) { values.withMemoryRebound(to: UInt8.self) { bytes.append(contentsOf: $0) } }
 
     mutating func append(_ values: [Float]) { values.withUnsafeBufferPointer { append($0) } }
+
+    /// A length-prefixed byte string.
+    mutating func append(string: [UInt8]) {
+        append(Int64(string.count))
+        bytes.append(contentsOf: string)
+    }
 
     /// Reads in order from a message.
     struct Reader {
@@ -54,16 +80,22 @@ struct Wire {
 
         init(_ bytes: [UInt8]) { self.bytes = bytes }
 
+        var isAtEnd: Bool { offset == bytes.count }
+
+        private func need(_ count: Int, for what: String) throws {
+            guard count >= 0, offset + count <= bytes.count else {
+                throw TandemError(.communication, "parameter-server message has \(bytes.count - offset) bytes left for \(what)")
+            }
+        }
+
         mutating func int64() throws -> Int64 {
-            guard offset + 8 <= bytes.count else { throw TandemError(.communication, "parameter-server message too short") }
+            try need(8, for: "a counter")
             defer { offset += 8 }
             return bytes[offset..<offset + 8].reversed().reduce(Int64(0)) { $0 << 8 | Int64($1) }
         }
 
         mutating func floats(_ count: Int, into destination: UnsafeMutablePointer<Float>) throws {
-            guard offset + 4 * count <= bytes.count else {
-                throw TandemError(.communication, "parameter-server message has \(bytes.count - offset) bytes for \(count) floats")
-            }
+            try need(4 * count, for: "\(count) floats")
             bytes.withUnsafeBytes { raw in
                 UnsafeMutableRawPointer(destination).copyMemory(from: raw.baseAddress! + offset, byteCount: 4 * count)
             }
@@ -75,19 +107,49 @@ struct Wire {
             try values.withUnsafeMutableBufferPointer { try floats(count, into: $0.baseAddress!) }
             return values
         }
+
+        /// Lends the next `count` floats in place, without a copy.
+        mutating func withFloats<Result>(_ count: Int, _ body: (UnsafePointer<Float>) throws -> Result) throws -> Result {
+            try need(4 * count, for: "\(count) floats")
+            defer { offset += 4 * count }
+            return try bytes.withUnsafeBytes { raw in
+                let start = raw.baseAddress! + offset
+                if Int(bitPattern: start) % MemoryLayout<Float>.alignment == 0 {
+                    return try body(start.assumingMemoryBound(to: Float.self))
+                }
+                let aligned = Array(UnsafeRawBufferPointer(start: start, count: 4 * count).withMemoryRebound(to: Float.self) { $0 })
+                return try aligned.withUnsafeBufferPointer { try body($0.baseAddress!) }
+            }
+        }
+
+        mutating func skipFloats(_ count: Int) throws {
+            try need(4 * count, for: "\(count) floats")
+            offset += 4 * count
+        }
+
+        mutating func string() throws -> [UInt8] {
+            let count = Int(try int64())
+            try need(count, for: "a \(count)-byte string")
+            defer { offset += count }
+            return Array(bytes[offset..<offset + count])
+        }
     }
 }
 
-/// A blocking gRPC client of one ps task, for the synchronous training loop: each call runs on the client's own
-/// task and is waited for with a deadline, so a dead ps turns into an error naming it, never a hang.
-final class ParameterServerClient: @unchecked Sendable {
+/// A gRPC client of one ps task. The chief's occasional calls are blocking unary calls with a deadline; a worker's
+/// steps go through one long-lived `exchange` stream.
+final class ParameterServerClient: Sendable {
     let address: String
     private let client: GRPCClient<HTTP2ClientTransport.Posix>
     private let deadline: Duration
 
     init(host: String, port: Int, deadlineSeconds: Double = 10) throws {
         address = "\(host):\(port)"
-        client = GRPCClient(transport: try .http2NIOPosix(target: .dns(host: host, port: port), transportSecurity: .plaintext))
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        config.http2.maxFrameSize = HTTP2Tuning.maxFrameSize
+        config.http2.targetWindowSize = HTTP2Tuning.windowSize
+        client = GRPCClient(transport: try .http2NIOPosix(target: .dns(host: host, port: port), transportSecurity: .plaintext,
+                                                          config: config))
         deadline = .milliseconds(Int64(deadlineSeconds * 1000))
         let client = self.client
         Task.detached { try? await client.runConnections() }
@@ -95,36 +157,127 @@ final class ParameterServerClient: @unchecked Sendable {
 
     deinit { client.beginGracefulShutdown() }
 
+    /// One unary call, waited for with the deadline: a dead ps turns into an error naming it, never a hang.
     func call(_ method: ParameterServerMethod, _ message: [UInt8]) throws -> [UInt8] {
-        let result = UncheckedResult()
-        let done = DispatchSemaphore(value: 0)
-        var metadata = Metadata()
-        metadata.addString(JobToken.current, forKey: JobToken.metadataKey)
-        var options = CallOptions.defaults
-        options.timeout = deadline
-        let request = ClientRequest(message: message, metadata: metadata)
+        var callOptions = CallOptions.defaults
+        callOptions.timeout = deadline
+        let options = callOptions
+        let request = ClientRequest(message: message, metadata: RequestMetadata.make())
         let client = self.client
-        Task.detached {
-            do {
-                let bytes = try await client.unary(request: request, descriptor: method.descriptor, serializer: BytesSerializer(),
-                                                   deserializer: BytesDeserializer(), options: options) { try $0.message }
-                result.value = .success(bytes)
-            } catch {
-                result.value = .failure(error)
+        do {
+            return try waitFor {
+                try await client.unary(request: request, descriptor: method.descriptor, serializer: BytesSerializer(),
+                                       deserializer: BytesDeserializer(), options: options) { try $0.message }
             }
-            done.signal()
+        } catch {
+            throw describe(error, method)
         }
-        done.wait()
-        switch result.value! {
-        case .success(let bytes): return bytes
-        case .failure(let error as RPCError):
-            throw TandemError(.communication, "ps at \(address): \(method.rawValue) failed: \(error.code): \(error.message)")
-        case .failure(let error):
-            throw TandemError(.communication, "ps at \(address): \(method.rawValue) failed: \(error)")
+    }
+
+    /// Runs a worker's exchange stream: sends what `requests` yields, hands every reply to `onReply`; returns when
+    /// the ps closes the stream after `requests` has finished. Throws gRPC's own errors (see `describe`).
+    func exchange(worker: Int, requests: AsyncStream<[UInt8]>, onReply: @escaping @Sendable ([UInt8]) -> Void) async throws {
+        let request = StreamingClientRequest<[UInt8]>(metadata: RequestMetadata.make(worker: worker)) { writer in
+            for await message in requests { try await writer.write(message) }
         }
+        try await client.bidirectionalStreaming(request: request, descriptor: ParameterServerMethod.exchange.descriptor,
+                                                serializer: BytesSerializer(), deserializer: BytesDeserializer(),
+                                                options: .defaults) { response in
+            for try await message in response.messages { onReply(message) }
+        }
+    }
+
+    func describe(_ error: Error, _ method: ParameterServerMethod) -> Error {
+        if let error = error as? RPCError {
+            return TandemError(.communication, "ps at \(address): \(method.rawValue) failed: \(error.code): \(error.message)")
+        }
+        if error is TandemError || error is CancellationError { return error }
+        return TandemError(.communication, "ps at \(address): \(method.rawValue) failed: \(error)")
     }
 }
 
-private final class UncheckedResult: @unchecked Sendable {
-    var value: Result<[UInt8], Error>?
+/// Runs async work from the synchronous world (the CLI, the training loop) and waits for it.
+func waitFor<Value: Sendable>(_ work: @escaping @Sendable () async throws -> Value) throws -> Value {
+    let result = Box<Result<Value, Error>>()
+    let done = DispatchSemaphore(value: 0)
+    Task.detached {
+        do { result.value = .success(try await work()) } catch { result.value = .failure(error) }
+        done.signal()
+    }
+    done.wait()
+    return try result.value!.get()
+}
+
+/// A value handed between a task and a waiting thread (the semaphore orders the accesses).
+final class Box<Value>: @unchecked Sendable {
+    var value: Value?
+    init(_ value: Value? = nil) { self.value = value }
+}
+
+/// A worker's exchange stream to one ps, driven from the synchronous training loop: `send` hands a message to the
+/// stream, `receive` waits for the next reply with a deadline and names the ps that did not answer.
+final class ExchangeLink: @unchecked Sendable {
+    let address: String
+    private let requests: AsyncStream<[UInt8]>.Continuation
+    private let lock = NSLock()
+    private var replies: [[UInt8]] = []
+    private var failed: Error?
+    private var status: RPCError?
+    private let arrived = DispatchSemaphore(value: 0)
+
+    init(client: ParameterServerClient, worker: Int) {
+        address = client.address
+        let (stream, continuation) = AsyncStream.makeStream(of: [UInt8].self)
+        requests = continuation
+        Task.detached { [self] in
+            do {
+                try await client.exchange(worker: worker, requests: stream) { self.deliver($0) }
+                finish(nil, status: nil)
+            } catch {
+                finish(client.describe(error, .exchange), status: error as? RPCError)
+            }
+        }
+    }
+
+    deinit { requests.finish() }
+
+    func send(_ message: [UInt8]) { requests.yield(message) }
+
+    /// Ends the stream from this side (the ps closes its side in turn).
+    func close() { requests.finish() }
+
+    func receive(timeoutSeconds: Double) throws -> [UInt8] {
+        if arrived.wait(timeout: .now() + timeoutSeconds) == .timedOut {
+            throw TandemError(.timeout, "ps at \(address) did not answer within \(Int(timeoutSeconds)) s")
+        }
+        return try lock.withLock {
+            if !replies.isEmpty { return replies.removeFirst() }
+            throw failed ?? TandemError(.communication, "ps at \(address) closed the exchange")
+        }
+    }
+
+    /// Waits until the first reply has arrived (true) or the stream has ended or timed out (false), leaving the
+    /// reply to `receive`.
+    func waitForFirstReply(timeoutSeconds: Double) -> Bool {
+        guard arrived.wait(timeout: .now() + timeoutSeconds) == .success else { return false }
+        arrived.signal()
+        return lock.withLock { !replies.isEmpty }
+    }
+
+    /// The error that ended the stream, and its gRPC status if it had one.
+    var failure: Error? { lock.withLock { failed } }
+    var endingStatus: RPCError? { lock.withLock { status } }
+
+    private func deliver(_ reply: [UInt8]) {
+        lock.withLock { replies.append(reply) }
+        arrived.signal()
+    }
+
+    private func finish(_ error: Error?, status: RPCError?) {
+        lock.withLock {
+            failed = error
+            self.status = status
+        }
+        arrived.signal()
+    }
 }

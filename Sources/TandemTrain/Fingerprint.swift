@@ -16,19 +16,25 @@ public struct Fingerprint: Equatable, Sendable {
     init(fields: [(name: String, value: String)]) { self.fields = fields }
 
     public init(trainer: Trainer) {
+        self.init(config: trainer.config, model: trainer.model, data: trainer.data,
+                  stepsPerEpoch: trainer.pipeline.stepsPerEpoch, replicas: trainer.communicator.size)
+    }
+
+    /// `stepsPerEpoch` and `replicas` are the strategy's: a replica's steps and the replica count when mirrored,
+    /// the job's pushes per epoch and the worker count for a parameter-server job.
+    public init(config: JobConfig, model: Sequential, data: DataSource, stepsPerEpoch: Int, replicas: Int, extra: [(String, String)] = []) {
         var fields: [(String, String)] = [("tandem_version", TrainingState.version)]
-        if let data = trainer.config.canonicalJSON().data(using: .utf8),
-           let object = try? JSONSerialization.jsonObject(with: data) {
+        if let json = config.canonicalJSON().data(using: .utf8), let object = try? JSONSerialization.jsonObject(with: json) {
             Self.flatten(object, path: "", into: &fields)
         }
-        fields.append(("model.layout", trainer.model.parameterViews.map { "\($0.name)\($0.shape)" }.joined(separator: " ")))
-        fields.append(("model.parameters", String(trainer.model.parameterCount)))
-        fields.append(("data.training_rows", String(trainer.data.trainRows.count)))
-        fields.append(("data.validation_rows", String(trainer.data.validationRows.count)))
-        fields.append(("data.test_rows", String(trainer.data.test?.count ?? 0)))
-        fields.append(("steps_per_epoch", String(trainer.pipeline.stepsPerEpoch)))
-        fields.append(("replicas", String(trainer.communicator.size)))
-        self.fields = fields
+        fields.append(("model.layout", model.parameterViews.map { "\($0.name)\($0.shape)" }.joined(separator: " ")))
+        fields.append(("model.parameters", String(model.parameterCount)))
+        fields.append(("data.training_rows", String(data.trainRows.count)))
+        fields.append(("data.validation_rows", String(data.validationRows.count)))
+        fields.append(("data.test_rows", String(data.test?.count ?? 0)))
+        fields.append(("steps_per_epoch", String(stepsPerEpoch)))
+        fields.append(("replicas", String(replicas)))
+        self.fields = fields + extra
     }
 
     private static func flatten(_ value: Any, path: String, into fields: inout [(String, String)]) {
@@ -43,24 +49,25 @@ public struct Fingerprint: Equatable, Sendable {
         }
     }
 
-    var encoded: [UInt8] { Array(fields.map { "\($0.name)\u{1F}\($0.value)" }.joined(separator: "\u{1E}").utf8) }
+    public var encoded: [UInt8] { Array(fields.map { "\($0.name)\u{1F}\($0.value)" }.joined(separator: "\u{1E}").utf8) }
 
-    init(encoded: [UInt8]) {
+    public init(encoded: [UInt8]) {
         fields = String(decoding: encoded, as: UTF8.self).split(separator: "\u{1E}", omittingEmptySubsequences: false).compactMap { line in
             let parts = line.split(separator: "\u{1F}", maxSplits: 1, omittingEmptySubsequences: false)
             return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
         }
     }
 
-    /// The first field where `other` (rank `rank`) differs from `self` (rank 0), as a message; nil when they agree.
-    func disagreement(of other: Fingerprint, rank: Int) -> String? {
+    /// The first field where `other` (`who`, e.g. "rank 1") differs from `self` (`reference`, e.g. "rank 0"), as a
+    /// message; nil when they agree.
+    public func disagreement(of other: Fingerprint, who: String, reference: String = "rank 0") -> String? {
         let mine = Dictionary(fields, uniquingKeysWith: { first, _ in first })
         let theirs = Dictionary(other.fields, uniquingKeysWith: { first, _ in first })
         for (name, value) in fields where theirs[name] != value {
-            return "rank \(rank) disagrees with rank 0 on \(name): \(theirs[name] ?? "(missing)") vs \(value)"
+            return "\(who) disagrees with \(reference) on \(name): \(theirs[name] ?? "(missing)") vs \(value)"
         }
         for (name, value) in other.fields where mine[name] == nil {
-            return "rank \(rank) disagrees with rank 0 on \(name): \(value) vs (missing)"
+            return "\(who) disagrees with \(reference) on \(name): \(value) vs (missing)"
         }
         return nil
     }
@@ -71,7 +78,7 @@ extension Trainer {
     public func checkAgreement() throws {
         guard communicator.size > 1 else { return }
         let fingerprints = try communicator.allgather(Fingerprint(trainer: self).encoded).map(Fingerprint.init(encoded:))
-        let problems = fingerprints.indices.dropFirst().compactMap { fingerprints[0].disagreement(of: fingerprints[$0], rank: $0) }
+        let problems = fingerprints.indices.dropFirst().compactMap { fingerprints[0].disagreement(of: fingerprints[$0], who: "rank \($0)") }
         if !problems.isEmpty { throw AgreedFailure(message: problems.joined(separator: "; ")) }
     }
 }

@@ -41,10 +41,13 @@ public struct JobConfig: Codable, Sendable, Equatable {
         /// Cut every global batch into this many fixed groups and sum their gradients in one fixed binary tree, so
         /// that any power-of-two replica count dividing it trains bit-identically (nil: the fastest path).
         public var reductionGroups: Int?
+        /// Parameter-server jobs: a worker more than this many steps ahead of the slowest live worker waits for it
+        /// (stale synchronous parallel; 0 = synchronous). nil: fully asynchronous.
+        public var maxStaleness: Int?
 
         enum CodingKeys: String, CodingKey {
             case batchSize = "batch_size", epochs, seed, scaleLearningRate = "scale_learning_rate", warmupEpochs = "warmup_epochs"
-            case reductionGroups = "reduction_groups"
+            case reductionGroups = "reduction_groups", maxStaleness = "max_staleness"
         }
     }
 
@@ -90,6 +93,9 @@ public struct JobConfig: Codable, Sendable, Equatable {
             guard training.batchSize % groups == 0 else {
                 throw fail("training.reduction_groups", "\(groups) does not divide training.batch_size \(training.batchSize)")
             }
+        }
+        if let staleness = training.maxStaleness, staleness < 0 {
+            throw fail("training.max_staleness", "must be ≥ 0, found \(staleness)")
         }
         if let warmup = training.warmupEpochs, warmup < 0 { throw fail("training.warmup_epochs", "must be ≥ 0, found \(warmup)") }
         guard ["idx", "csv"].contains(data.format.lowercased()) else {

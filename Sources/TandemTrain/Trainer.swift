@@ -101,7 +101,7 @@ public final class Trainer {
         if model.lastActivation == .softmax && !loss.fusesSoftmax {
             throw TandemError(.badConfig, "\(config.sourcePath ?? "config"): a softmax output layer needs loss sparse_categorical_crossentropy, not \(loss.rawValue)")
         }
-        lossFusesLastActivation = loss.fusesSoftmax && [.softmax, .identity].contains(model.lastActivation)
+        lossFusesLastActivation = loss.fuses(lastActivation: model.lastActivation)
         if let groups = config.training.reductionGroups {
             guard groups % communicator.size == 0 else {
                 throw TandemError(.badConfig, "training.reduction_groups \(groups) is not a multiple of the \(communicator.size) replicas")
@@ -241,13 +241,11 @@ public final class Trainer {
         for group in 0..<localGroups {
             let target = group == 0 ? model.gradients.base : groupGradients[group - 1].base
             target.update(repeating: 0, count: count)
-            let output = model.forward(batch.features + group * rows * model.inputSize, rows: rows)
-            let statistics = loss.compute(
-                outputs: output, targets: batch.targets + group * rows * width, rows: rows, columns: model.outputSize,
-                dOutputs: model.dOutput, gradientScale: 1 / Float(pipeline.globalBatchSize))
+            let statistics = model.accumulateGradient(
+                of: loss, features: batch.features + group * rows * model.inputSize, targets: batch.targets + group * rows * width,
+                rows: rows, gradientScale: 1 / Float(pipeline.globalBatchSize), into: target)
             target[tail] = Float(statistics.lossSum)
             target[tail + 1] = Float(statistics.correct)
-            model.backward(lossFusesLastActivation: lossFusesLastActivation, into: target)
         }
         fixedTreeSum(count: localGroups, elements: 0..<count) { group in
             group == 0 ? model.gradients.base : groupGradients[group - 1].base

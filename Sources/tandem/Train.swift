@@ -38,6 +38,9 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Sum gradients of G fixed groups of each global batch in one fixed tree: bit-identical results for any power-of-two replica count dividing G (training.reduction_groups).", valueName: "G"))
     var reductionGroups: Int?
 
+    @Option(help: ArgumentHelp("Parameter-server jobs: a worker more than k steps ahead of the slowest waits for it; 0 = synchronous (training.max_staleness).", valueName: "k"))
+    var maxStaleness: Int?
+
     @Option(help: "Seed for initialization and shuffling (overrides training.seed).")
     var seed: UInt64?
 
@@ -100,16 +103,22 @@ struct Train: ParsableCommand {
         let process: Communicator = mpi ?? LocalCommunicator()
         // The data is loaded once per process and shared by its replica threads. Set-up failures are agreed on, so
         // every rank stops cleanly with one report instead of leaving the others waiting.
-        let (job, data) = try process.agreeOnOutcome {
+        let job = try process.agreeOnOutcome {
             let job = try loadJob()
             try checkClusterTask(job, process: process)
-            let data = try DataSource.load(config: job, dataDirectoryOverride: dataDir)
-            log.info("rank \(process.rank): loaded \(data.trainRows.count) training, \(data.validationRows.count) validation, \(data.test?.count ?? 0) test examples")
-            return (job, data)
+            return job
+        }
+        let loadData = {
+            try process.agreeOnOutcome {
+                let data = try DataSource.load(config: job, dataDirectoryOverride: dataDir)
+                log.info("rank \(process.rank): loaded \(data.trainRows.count) training, \(data.validationRows.count) validation, \(data.test?.count ?? 0) test examples")
+                return data
+            }
         }
         if job.clusterStrategy == .parameterServer, let spec = try ClusterSpec.resolve(config: job), let task = spec.task {
-            return try runParameterServerTask(task, job: job, spec: spec, data: data)
+            return try runParameterServerTask(task, job: job, spec: spec, loadData: loadData)
         }
+        let data = try loadData()
         let threads = replicas.count
         guard threads > 1 else { return try trainReplica(job: job, data: data, communicator: process) }
         let command = self
@@ -121,20 +130,22 @@ struct Train: ParsableCommand {
     }
 
     /// This process's role in a parameter-server job, as its TF_CONFIG task says.
-    private func runParameterServerTask(_ task: ClusterSpec.Task, job: JobConfig, spec: ClusterSpec, data: DataSource) throws {
+    private func runParameterServerTask(_ task: ClusterSpec.Task, job: JobConfig, spec: ClusterSpec,
+                                        loadData: () throws -> DataSource) throws {
         let strategy = try ParameterServerJob(job: job, spec: spec)
         switch task.type {
         case .ps:
-            try strategy.serve(index: task.index)
+            try strategy.serve(index: task.index)  // a ps needs no data
         case .worker:
-            try strategy.work(index: task.index, workers: spec.roles[.worker]?.count ?? 1, data: data)
+            try strategy.work(index: task.index, data: loadData())
             print("worker \(task.index): the chief ended the job")
         case .chief:
             var options = TrainingOptions()
             options.checkpointDirectory = checkpointDir
             options.keepCheckpoints = keep
             options.metricsPath = metrics
-            let summary = try strategy.lead(data: data, options: options)
+            let summary = try strategy.lead(data: loadData(), options: options, resume: try resumePath(),
+                                            stallSeconds: stallTimeout > 0 ? stallTimeout : .infinity)
             if let test = summary.test {
                 print("Test: loss \(fixed(test.meanLoss, 4))  accuracy \(fixed(test.accuracy, 4))  (\(test.count) examples)")
             }
@@ -211,6 +222,7 @@ struct Train: ParsableCommand {
         if scaleLearningRate { job.training.scaleLearningRate = true }
         if let warmupEpochs { job.training.warmupEpochs = warmupEpochs }
         if let reductionGroups { job.training.reductionGroups = reductionGroups }
+        if let maxStaleness { job.training.maxStaleness = maxStaleness }
         if bucketSize != nil && job.training.reductionGroups != nil {
             throw TandemError(.usage, "--bucket-size and reduction groups exclude each other: the groups fix the summation order")
         }

@@ -43,17 +43,18 @@ extension EndToEnd {
             #expect(worker.stderr.contains("permissionDenied") && worker.stderr.contains("wrong or missing job token"), "\(worker.stderr)")
             kill(ps.processIdentifier, SIGKILL)
             let logged = String(decoding: drained.wait(), as: UTF8.self)
-            #expect(logged.contains("ps 0: refused a Status request"), "\(logged)")
+            #expect(logged.contains("ps 0: refused a Exchange request"), "\(logged)")
         }
 
         @Test func theJobFinishesWhenAWorkerIsKilled() throws {
-            // Worker 1 is SIGKILLed 3 s into a 3-epoch job; worker 0 finishes the budget.
+            // Worker 1 is SIGKILLed once the chief has reported epoch 1 of 5; worker 0 finishes the budget.
             let script = """
-                "$TANDEM_LAUNCH" configs/cluster-ps.json --epochs 3 &
+                "$TANDEM_LAUNCH" configs/cluster-ps.json --epochs 5 &
                 launcher=$!
-                sleep 3
+                tries=0
+                until grep -qs "Epoch 1/5" "$TANDEM_RUNS"/cluster-ps-*/chief-0.log || [ $((tries += 1)) -gt 2400 ]; do sleep 0.05; done
                 for environment in /proc/[0-9]*/environ; do
-                    if tr '\\0' '\\n' < "$environment" 2>/dev/null | grep -q '^TF_CONFIG=.*"index":1,"type":"worker"'; then
+                    if { tr '\\0' '\\n' < "$environment"; } 2>/dev/null | grep -q '^TF_CONFIG=.*"index":1,"type":"worker"'; then
                         pid=${environment#/proc/}; kill -KILL "${pid%/environ}"
                     fi
                 done
@@ -65,9 +66,100 @@ extension EndToEnd {
                 timeoutSeconds: 300)
             let test = outcome.stdout.split(separator: "\n").first { $0.hasPrefix("[chief 0] Test: loss") }.map(String.init) ?? ""
             let accuracy = Double(test.components(separatedBy: "accuracy ").last?.prefix(6) ?? "") ?? 0
-            #expect(outcome.stdout.contains("[chief 0] Epoch 3/3"), "\(outcome.stdout)\n\(outcome.stderr)")
-            #expect(accuracy >= 0.82, "\(test)")
+            #expect(outcome.stdout.contains("[chief 0] Epoch 5/5"), "\(outcome.stdout)\n\(outcome.stderr)")
+            #expect(accuracy >= 0.83, "\(test)")
             #expect(outcome.stderr.contains("worker 1 ended with exit"), "launch.sh reports the killed worker: \(outcome.stderr)")
+        }
+
+        // MARK: tasks started one by one, as a cluster manager would
+
+        /// Runs `script` under bash with `task TYPE INDEX ARGS...` defined: starts that task of the test cluster in the
+        /// background (`$!` is its pid), its output appended to a log that is printed, each line tagged
+        /// `[TYPE-INDEX]`, by `show`. Every task still running when the script ends is killed.
+        private func runTasks(_ script: String, timeoutSeconds: Int = 240) throws -> TandemProcess.Outcome {
+            let prelude = #"""
+                B='\#(TandemProcess.binary)'; CLUSTER='\#(Self.cluster)'; LOGS=$(mktemp -d); export TANDEM_JOB_TOKEN=test-token
+                trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$LOGS"' EXIT
+                task() {
+                    local type=$1 index=$2; shift 2
+                    TF_CONFIG="{\"cluster\":$CLUSTER,\"task\":{\"type\":\"$type\",\"index\":$index}}" \
+                        "$B" train configs/cluster-ps.json "$@" >>"$LOGS/$type-$index.log" 2>&1 &
+                }
+                show() { for log in "$LOGS"/*.log; do sed "s|^|[$(basename "$log" .log)] |" "$log"; done; }
+
+                """#
+            return try TandemProcess.command(["/bin/bash", "-c", prelude + script], timeoutSeconds: timeoutSeconds)
+        }
+
+        @Test func theChiefRefusesAWorkerWhoseFingerprintDiffers() throws {
+            let outcome = try runTasks("""
+                task ps 0 --epochs 1; task worker 0 --epochs 1
+                task worker 1 --epochs 1 --learning-rate 0.2; refused=$!
+                task chief 0 --epochs 1; chief=$!
+                wait $refused; echo "refused worker: exit $?"
+                wait $chief; echo "chief: exit $?"
+                wait; show
+                """)
+            let message = "worker 1 disagrees with the chief on optimizer.learning_rate: 0.2 vs 0.1"
+            #expect(outcome.stdout.contains("refused worker: exit 1"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("[worker-1] tandem: error: \(message)"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("[chief-0] tandem: \(message) (refused; the job goes on with the other workers)"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("chief: exit 0") && outcome.stdout.contains("[chief-0] Epoch 1/1"), "\(outcome.stdout)")
+        }
+
+        @Test func boundedStalenessHoldsTheFastWorkerBack() throws {
+            // Worker 1 is stopped for 2 s: without the bound worker 0 would run hundreds of steps ahead.
+            let outcome = try runTasks("""
+                task ps 0 --epochs 2 --max-staleness 1; task worker 0 --epochs 2 --max-staleness 1
+                task worker 1 --epochs 2 --max-staleness 1; slow=$!
+                task chief 0 --epochs 2 --max-staleness 1; chief=$!
+                sleep 2; kill -STOP $slow; sleep 2; kill -CONT $slow
+                wait $chief; echo "chief: exit $?"
+                wait; show
+                """)
+            #expect(outcome.stdout.contains("chief: exit 0") && outcome.stdout.contains("[chief-0] Epoch 2/2"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("a worker was at most 1 steps ahead of the slowest when it got parameters (max_staleness 1)"),
+                    "\(outcome.stdout)")
+        }
+
+        @Test func aRestartedWorkerRejoins() throws {
+            let outcome = try runTasks("""
+                task ps 0 --epochs 3; task worker 0 --epochs 3
+                task worker 1 --epochs 3; doomed=$!
+                task chief 0 --epochs 3; chief=$!
+                sleep 2.5; kill -KILL $doomed; sleep 0.5
+                task worker 1 --epochs 3
+                wait $chief; echo "chief: exit $?"
+                wait; show
+                """)
+            #expect(outcome.stdout.contains("chief: exit 0") && outcome.stdout.contains("[chief-0] Epoch 3/3"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("[ps-0] tandem: ps 0: worker 1 rejoined at step"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("[worker-1] worker 1: the chief ended the job"), "the restarted worker trained to the end: \(outcome.stdout)")
+        }
+
+        @Test func aDeadPsStopsTheJobAndResumeContinuesFromTheCheckpoint() throws {
+            let checkpoints = try TandemProcess.temporaryDirectory().path
+            let outcome = try runTasks("""
+                task ps 0 --epochs 3; ps=$!
+                task worker 0 --epochs 3; task worker 1 --epochs 3
+                task chief 0 --epochs 3 --checkpoint-dir \(checkpoints); chief=$!
+                tries=0
+                until [ -e \(checkpoints)/epoch-0001.safetensors ] || [ $((tries += 1)) -gt 1200 ]; do sleep 0.1; done
+                kill -KILL $ps; killed=$EPOCHREALTIME
+                wait $chief; status=$?
+                echo "chief: exit $status after $(awk "BEGIN { print $EPOCHREALTIME - $killed }") s"
+                wait
+                for t in "ps 0" "worker 0" "worker 1"; do task $t --epochs 3; done
+                task chief 0 --epochs 3 --checkpoint-dir \(checkpoints) --resume latest; chief=$!
+                wait $chief; echo "resumed chief: exit $?"
+                wait; show
+                """)
+            let seconds = outcome.stdout.components(separatedBy: "chief: exit 1 after ").dropFirst().first
+                .flatMap { Double($0.prefix { $0 != " " }) } ?? .infinity
+            #expect(seconds < 15, "the chief stops the job soon after the ps dies: \(outcome.stdout)")
+            #expect(outcome.stdout.contains("ps 0 stopped answering") && outcome.stdout.contains("--resume latest"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("[chief-0] Resuming from \(checkpoints)/epoch-000"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("resumed chief: exit 0") && outcome.stdout.contains("[chief-0] Epoch 3/3"), "\(outcome.stdout)")
         }
     }
 }

@@ -1,0 +1,24 @@
+import TandemCore
+
+extension Loss {
+    /// Whether `compute` already gives the gradient before the model's last activation (softmax + cross-entropy
+    /// fused; identity trivially), so backward must not apply that activation's derivative again.
+    public func fuses(lastActivation: Activation) -> Bool {
+        fusesSoftmax && [.softmax, .identity].contains(lastActivation)
+    }
+}
+
+extension Sequential {
+    /// The gradient of `loss` on `rows` rows: forward, loss, backward, accumulated into `target` (default: the
+    /// gradient arena) with every row weighted by `gradientScale`. Returns the rows' loss sum and hits.
+    public func accumulateGradient(
+        of loss: Loss, features: UnsafePointer<Float>, targets: UnsafePointer<Float>, rows: Int, gradientScale: Float,
+        into target: UnsafeMutablePointer<Float>? = nil
+    ) -> LossStatistics {
+        let output = forward(features, rows: rows)
+        let statistics = loss.compute(outputs: output, targets: targets, rows: rows, columns: outputSize,
+                                      dOutputs: dOutput, gradientScale: gradientScale)
+        backward(lossFusesLastActivation: loss.fuses(lastActivation: lastActivation), into: target)
+        return statistics
+    }
+}
