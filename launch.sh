@@ -13,8 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 SYSTEM_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev zlib1g-dev libpng-dev pkg-config dataset-fashion-mnist)
-# The two-host cluster test builds network namespaces.
-TEST_PACKAGES=(iproute2)
+# The two-host cluster test builds network namespaces; the TLS test makes certificates.
+TEST_PACKAGES=(iproute2 openssl)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'launch.sh: error: %s\n' "$*" >&2; exit 1; }

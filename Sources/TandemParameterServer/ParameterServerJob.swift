@@ -17,6 +17,7 @@ public struct ParameterServerJob {
     private let ranges: [Range<Int>]
     private let parameterCount: Int
     private let workerCount: Int
+    private let security: ChannelSecurity
     /// How long a worker waits for a ps's reply: longer than a ps holds one for a straggler under max_staleness.
     private let replyTimeoutSeconds = 30.0
 
@@ -28,6 +29,7 @@ public struct ParameterServerJob {
         parameterCount = try Sequential(spec: job.model, seed: job.seed, maxBatchSize: 1).parameterCount
         ranges = shardRanges(count: parameterCount, parts: addresses.count)
         workerCount = spec.roles[.worker]?.count ?? 0
+        security = ChannelSecurity(job: job)
     }
 
     // MARK: ps
@@ -41,7 +43,7 @@ public struct ParameterServerJob {
         config.http2.targetWindowSize = HTTP2Tuning.windowSize
         let server = GRPCServer(
             transport: .http2NIOPosix(address: .ipv4(host: try ipv4Address(of: address.host), port: address.port),
-                                      transportSecurity: .plaintext, config: config),
+                                      transportSecurity: security.server, config: config),
             services: [ParameterServerService(shard: shard)])
         let finished = DispatchSemaphore(value: 0)
         let failure = Box<Error>()
@@ -66,14 +68,14 @@ public struct ParameterServerJob {
 
     /// Pull → gradients on this worker's shard → push, until the chief ends the job; each push and the next pull
     /// are one round trip on the worker's stream to each ps.
-    public func work(index: Int, data: DataSource) throws {
-        let clients = try addresses.map { try ParameterServerClient(host: $0.host, port: $0.port) }
+    public func work(index: Int, data: DataSource, joinTimeoutSeconds: Double = 60) throws {
+        let clients = try addresses.map { try ParameterServerClient(host: $0.host, port: $0.port, security: security) }
         let loss = try Loss(name: job.loss)
         let batch = job.training.batchSize
         let pipeline = try BatchPipeline(examples: data.train, rows: data.trainRows, scaling: data.scaling,
                                          globalBatchSize: batch * workerCount, shard: (workerCount, index), seed: job.seed)
         let model = try Sequential(spec: job.model, seed: job.seed, maxBatchSize: batch)
-        let links = try join(clients, worker: index, fingerprint: fingerprint(model: model, data: data))
+        let links = try join(clients, worker: index, fingerprint: fingerprint(model: model, data: data), timeoutSeconds: joinTimeoutSeconds)
         defer { for link in links { link.close() } }
         var stopped = try receiveParameters(links, into: model)
         var epoch = 0
@@ -96,30 +98,24 @@ public struct ParameterServerJob {
         }
     }
 
-    /// Opens this worker's stream to every ps and sends its fingerprint. Retries with back-off for a minute while
-    /// a ps is not up yet or the chief has not opened the job; a fingerprint the chief's differs from is final.
-    private func join(_ clients: [ParameterServerClient], worker: Int, fingerprint: Fingerprint) throws -> [ExchangeLink] {
+    /// Opens this worker's stream to every ps and sends its fingerprint. Retries with back-off for `timeoutSeconds`
+    /// while a ps is not up yet or the chief has not opened the job; a fingerprint the chief's differs from is final.
+    private func join(_ clients: [ParameterServerClient], worker: Int, fingerprint: Fingerprint, timeoutSeconds: Double) throws -> [ExchangeLink] {
         var hello = Wire()
         hello.append(string: fingerprint.encoded)
-        var pause = 0.05
-        let deadline = ProcessStatistics.now() + 60
-        while true {
+        let deadline = ProcessStatistics.now() + timeoutSeconds
+        return try retrying(until: deadline) {
             let links = clients.map { ExchangeLink(client: $0, worker: worker) }
             for link in links { link.send(hello.bytes) }
             // The answer is the first reply, which carries the parameters: wait until every link has one or ended.
-            let failed = links.first { $0.waitForFirstReply(timeoutSeconds: 60) == false }
-            guard let failed else { return links }
+            let failed = links.first { !$0.waitForFirstReply(timeoutSeconds: min(max(deadline - ProcessStatistics.now(), 1), 86_400)) }
+            guard let failed else { return .done(links) }
             for link in links { link.close() }
-            let status = failed.endingStatus
-            switch status?.code {
-            case .failedPrecondition?:
-                throw TandemError(.badConfig, status?.message ?? "refused by the chief")
-            case .unavailable?, .alreadyExists?:
-                guard ProcessStatistics.now() < deadline else { throw failed.failure ?? TandemError(.timeout, "worker \(worker) was not admitted within 60 s") }
-                Thread.sleep(forTimeInterval: pause)
-                pause = min(pause * 2, 1)
-            default:
-                throw failed.failure ?? TandemError(.timeout, "ps at \(failed.address) did not admit worker \(worker) within 60 s")
+            let failure = failed.failure ?? TandemError(.timeout, "ps at \(failed.address) did not admit worker \(worker) within \(Int(timeoutSeconds)) s")
+            switch failed.endingStatus?.code {
+            case .failedPrecondition?: throw TandemError(.badConfig, failed.endingStatus?.message ?? "refused by the chief")
+            case .unavailable?, .alreadyExists?: return .retry(failure)  // not up yet, not opened yet, or our old stream not yet gone
+            default: throw failure
             }
         }
     }
@@ -148,8 +144,8 @@ public struct ParameterServerJob {
     /// Runs the job to its budget (from a checkpoint with `resume`); returns the summary the CLI reports.
     public func lead(data: DataSource, options: TrainingOptions, resume: String? = nil, stallSeconds: Double = 60) throws -> TrainingSummary {
         let start = ProcessStatistics.now()
-        let clients = try addresses.map { try ParameterServerClient(host: $0.host, port: $0.port) }
-        try waitForParameterServers(clients)
+        let clients = try addresses.map { try ParameterServerClient(host: $0.host, port: $0.port, security: security) }
+        try waitForParameterServers(clients, timeoutSeconds: stallSeconds)
         let loss = try Loss(name: job.loss)
         let model = try Sequential(spec: job.model, seed: job.seed, maxBatchSize: 256)
         let evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
@@ -255,22 +251,16 @@ public struct ParameterServerJob {
         }
     }
 
-    /// Retries with back-off until every ps answers, for up to a minute.
-    private func waitForParameterServers(_ clients: [ParameterServerClient]) throws {
+    /// Waits until every ps answers, for up to `timeoutSeconds`.
+    private func waitForParameterServers(_ clients: [ParameterServerClient], timeoutSeconds: Double) throws {
+        let deadline = ProcessStatistics.now() + timeoutSeconds
         for (i, client) in clients.enumerated() {
-            var pause = 0.05
-            let deadline = ProcessStatistics.now() + 60
-            while true {
+            try retrying(until: deadline) {
                 do {
                     _ = try client.call(.status, [])
-                    break
-                } catch let error as TandemError {
-                    if error.message.contains("permissionDenied") { throw error }
-                    guard ProcessStatistics.now() < deadline else {
-                        throw TandemError(.timeout, "ps \(i) at \(client.address) did not answer within 60 s (\(error.message))")
-                    }
-                    Thread.sleep(forTimeInterval: pause)
-                    pause = min(pause * 2, 1)
+                    return .done(())
+                } catch let error as TandemError where !error.message.contains("permissionDenied") {
+                    return .retry(TandemError(.timeout, "ps \(i) at \(client.address) did not answer within \(Int(timeoutSeconds)) s (\(error.message))"))
                 }
             }
         }
@@ -279,3 +269,23 @@ public struct ParameterServerJob {
     private func fixed(_ value: Double) -> String { String(format: "%.4f", value) }
 }
 
+enum Attempt<Value> {
+    case done(Value)
+    /// Not yet: try again after a pause, or give up with this error once the deadline has passed.
+    case retry(Error)
+}
+
+/// Repeats `attempt` with pauses growing from 50 ms to 1 s until it is done, throws, or `deadline` passes.
+func retrying<Value>(until deadline: Double, _ attempt: () throws -> Attempt<Value>) throws -> Value {
+    var pause = 0.05
+    while true {
+        switch try attempt() {
+        case .done(let value):
+            return value
+        case .retry(let error):
+            guard ProcessStatistics.now() < deadline else { throw error }
+            Thread.sleep(forTimeInterval: pause)
+            pause = min(pause * 2, 1)
+        }
+    }
+}

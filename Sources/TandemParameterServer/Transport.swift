@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import TandemCore
+import TandemTrain
 
 /// The parameter-server protocol over gRPC. Messages are raw bytes — little-endian Int64 counters, Float32 arrays
 /// and length-prefixed byte strings, written and read by `Wire` — so the build needs no protoc step.
@@ -43,6 +44,36 @@ enum RequestMetadata {
 enum HTTP2Tuning {
     static let maxFrameSize = 1 << 20
     static let windowSize = 16 << 20
+}
+
+/// How the job's gRPC connections are secured: plaintext on a trusted network, or mutual TLS — every task presents
+/// its certificate and accepts only peers whose certificates the job's CA signed; clients also check that the
+/// server's certificate names the host they dialled.
+enum ChannelSecurity: Sendable {
+    case plaintext
+    case mutualTLS(certificate: String, key: String, ca: String)
+
+    init(job: JobConfig) {
+        if let tls = job.tls {
+            self = .mutualTLS(certificate: job.resolvedPath(tls.certificate), key: job.resolvedPath(tls.key), ca: job.resolvedPath(tls.ca))
+        } else {
+            self = .plaintext
+        }
+    }
+
+    var server: HTTP2ServerTransport.Posix.TransportSecurity {
+        guard case let .mutualTLS(certificate, key, ca) = self else { return .plaintext }
+        return .mTLS(certificateChain: [.file(path: certificate, format: .pem)], privateKey: .file(path: key, format: .pem)) {
+            $0.trustRoots = .certificates([.file(path: ca, format: .pem)])
+        }
+    }
+
+    var client: HTTP2ClientTransport.Posix.TransportSecurity {
+        guard case let .mutualTLS(certificate, key, ca) = self else { return .plaintext }
+        return .mTLS(certificateChain: [.file(path: certificate, format: .pem)], privateKey: .file(path: key, format: .pem)) {
+            $0.trustRoots = .certificates([.file(path: ca, format: .pem)])
+        }
+    }
 }
 
 struct BytesSerializer: MessageSerializer {
@@ -143,12 +174,12 @@ final class ParameterServerClient: Sendable {
     private let client: GRPCClient<HTTP2ClientTransport.Posix>
     private let deadline: Duration
 
-    init(host: String, port: Int, deadlineSeconds: Double = 10) throws {
+    init(host: String, port: Int, security: ChannelSecurity, deadlineSeconds: Double = 10) throws {
         address = "\(host):\(port)"
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.http2.maxFrameSize = HTTP2Tuning.maxFrameSize
         config.http2.targetWindowSize = HTTP2Tuning.windowSize
-        client = GRPCClient(transport: try .http2NIOPosix(target: .dns(host: host, port: port), transportSecurity: .plaintext,
+        client = GRPCClient(transport: try .http2NIOPosix(target: .dns(host: host, port: port), transportSecurity: security.client,
                                                           config: config))
         deadline = .milliseconds(Int64(deadlineSeconds * 1000))
         let client = self.client
@@ -189,7 +220,11 @@ final class ParameterServerClient: Sendable {
 
     func describe(_ error: Error, _ method: ParameterServerMethod) -> Error {
         if let error = error as? RPCError {
-            return TandemError(.communication, "ps at \(address): \(method.rawValue) failed: \(error.code): \(error.message)")
+            // What a TLS handshake refused on one side looks like from the other.
+            let cause = error.cause.map { " (\($0))" } ?? ""
+            let tlsRefused = error.message.contains("connection preface") || cause.contains("handshake") || cause.contains("SSL")
+            let hint = tlsRefused ? " (do this task and the ps agree on tls? With tls the ps accepts only certificates the job's CA signed)" : ""
+            return TandemError(.communication, "ps at \(address): \(method.rawValue) failed: \(error.code): \(error.message)\(cause)\(hint)")
         }
         if error is TandemError || error is CancellationError { return error }
         return TandemError(.communication, "ps at \(address): \(method.rawValue) failed: \(error)")

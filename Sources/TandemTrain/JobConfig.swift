@@ -51,6 +51,14 @@ public struct JobConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// Mutual TLS for a parameter-server job's gRPC traffic: every task presents `certificate` (with `key`) and
+    /// accepts only peers whose certificates `ca` signed. PEM files; relative paths are from the config's folder.
+    public struct TLSSection: Codable, Sendable, Equatable {
+        public var certificate: String
+        public var key: String
+        public var ca: String
+    }
+
     public var name: String?
     public var data: DataSection
     public var model: ModelSpec
@@ -61,9 +69,10 @@ public struct JobConfig: Codable, Sendable, Equatable {
     /// Cluster jobs: the strategy ("mirrored" or "parameter_server") and the cluster, in TF_CONFIG's shape.
     public var strategy: String?
     public var cluster: [String: [String]]?
+    public var tls: TLSSection?
 
     enum CodingKeys: String, CodingKey {
-        case name, data, model, loss, optimizer, training, classNames = "class_names", strategy, cluster
+        case name, data, model, loss, optimizer, training, classNames = "class_names", strategy, cluster, tls
     }
 
     public static let defaultFashionMNISTDirectory = "/usr/share/datasets/fashion-mnist"
@@ -120,9 +129,26 @@ public struct JobConfig: Codable, Sendable, Equatable {
         if let cluster {
             try ClusterSpec(cluster: cluster, task: nil, source: path).validate(for: clusterStrategy)
         }
+        if let tls {
+            guard clusterStrategy == .parameterServer else {
+                throw fail("tls", "applies to parameter_server jobs (gRPC); a mirrored job's MPI traffic is not encrypted")
+            }
+            for (field, file) in [("certificate", tls.certificate), ("key", tls.key), ("ca", tls.ca)] {
+                let resolved = resolvedPath(file)
+                guard FileManager.default.isReadableFile(atPath: resolved) else {
+                    throw fail("tls.\(field)", "names \(resolved), which cannot be read")
+                }
+            }
+        }
         if let names = classNames, names.count != model.outputSize, try Loss(name: loss) == .sparseCategoricalCrossentropy {
             throw fail("class_names", "has \(names.count) names but the model has \(model.outputSize) outputs")
         }
+    }
+
+    /// A path from the config as the process must open it: relative ones are from the config file's folder.
+    public func resolvedPath(_ path: String) -> String {
+        guard !path.hasPrefix("/"), let sourcePath else { return path }
+        return URL(fileURLWithPath: sourcePath).deletingLastPathComponent().appendingPathComponent(path).path
     }
 
     /// The strategy of a cluster job (mirrored unless the config says otherwise).

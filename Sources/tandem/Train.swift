@@ -137,7 +137,7 @@ struct Train: ParsableCommand {
         case .ps:
             try strategy.serve(index: task.index)  // a ps needs no data
         case .worker:
-            try strategy.work(index: task.index, data: loadData())
+            try strategy.work(index: task.index, data: loadData(), joinTimeoutSeconds: stallTimeout > 0 ? stallTimeout : .infinity)
             print("worker \(task.index): the chief ended the job")
         case .chief:
             var options = TrainingOptions()

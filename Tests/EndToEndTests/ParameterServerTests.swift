@@ -76,14 +76,14 @@ extension EndToEnd {
         /// Runs `script` under bash with `task TYPE INDEX ARGS...` defined: starts that task of the test cluster in the
         /// background (`$!` is its pid), its output appended to a log that is printed, each line tagged
         /// `[TYPE-INDEX]`, by `show`. Every task still running when the script ends is killed.
-        private func runTasks(_ script: String, timeoutSeconds: Int = 240) throws -> TandemProcess.Outcome {
+        private func runTasks(_ script: String, config: String = "configs/cluster-ps.json", timeoutSeconds: Int = 240) throws -> TandemProcess.Outcome {
             let prelude = #"""
                 B='\#(TandemProcess.binary)'; CLUSTER='\#(Self.cluster)'; LOGS=$(mktemp -d); export TANDEM_JOB_TOKEN=test-token
                 trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$LOGS"' EXIT
                 task() {
                     local type=$1 index=$2; shift 2
                     TF_CONFIG="{\"cluster\":$CLUSTER,\"task\":{\"type\":\"$type\",\"index\":$index}}" \
-                        "$B" train configs/cluster-ps.json "$@" >>"$LOGS/$type-$index.log" 2>&1 &
+                        "$B" train '\#(config)' "$@" >>"$LOGS/$type-$index.log" 2>&1 &
                 }
                 show() { for log in "$LOGS"/*.log; do sed "s|^|[$(basename "$log" .log)] |" "$log"; done; }
 
@@ -160,6 +160,52 @@ extension EndToEnd {
             #expect(outcome.stdout.contains("ps 0 stopped answering") && outcome.stdout.contains("--resume latest"), "\(outcome.stdout)")
             #expect(outcome.stdout.contains("[chief-0] Resuming from \(checkpoints)/epoch-000"), "\(outcome.stdout)")
             #expect(outcome.stdout.contains("resumed chief: exit 0") && outcome.stdout.contains("[chief-0] Epoch 3/3"), "\(outcome.stdout)")
+        }
+
+        /// A CA, a certificate it signed for localhost (every task of the test job uses it) and the parameter-server
+        /// config with `tls` naming them; plus a second CA's certificate for a task that must be turned away.
+        private func writeTLSConfigs(in folder: String) throws -> (trusted: String, stranger: String) {
+            let script = """
+                set -e; cd '\(folder)'
+                printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth,clientAuth\\n' > extensions
+                for who in job stranger; do
+                    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $who-ca.key -out $who-ca.pem -days 1 -subj "/CN=$who CA"
+                    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $who.key -out $who.csr -subj /CN=localhost
+                    openssl x509 -req -in $who.csr -CA $who-ca.pem -CAkey $who-ca.key -CAcreateserial -out $who.pem -days 1 -extfile extensions
+                done
+                """
+            let made = try TandemProcess.command(["/bin/sh", "-c", script], timeoutSeconds: 60)
+            try #require(made.status == 0, "openssl: \(made.stderr)")
+            var paths: [String] = []
+            for who in ["job", "stranger"] {
+                let data = try Data(contentsOf: TandemProcess.packageRoot.appendingPathComponent("configs/cluster-ps.json"))
+                var config = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+                config["tls"] = ["certificate": "\(who).pem", "key": "\(who).key", "ca": "\(who)-ca.pem"]  // relative to the config
+                let path = "\(folder)/\(who).json"
+                try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: path))
+                paths.append(path)
+            }
+            return (paths[0], paths[1])
+        }
+
+        @Test func mutualTLSTrainsAndTurnsAwayACertificateFromAnotherCA() throws {
+            let folder = try TandemProcess.temporaryDirectory().path
+            let configs = try writeTLSConfigs(in: folder)
+            let outcome = try runTasks("""
+                task ps 0 --epochs 1; task worker 0 --epochs 1; task worker 1 --epochs 1
+                task chief 0 --epochs 1; chief=$!
+                tries=0
+                until grep -qs serving "$LOGS/ps-0.log" || [ $((tries += 1)) -gt 600 ]; do sleep 0.1; done
+                TF_CONFIG="{\\"cluster\\":$CLUSTER,\\"task\\":{\\"type\\":\\"worker\\",\\"index\\":1}}" \\
+                    "$B" train \(configs.stranger) --epochs 1 --stall-timeout 3 > "$LOGS/stranger.log" 2>&1
+                echo "stranger: exit $?"
+                wait $chief; echo "chief: exit $?"
+                wait; show
+                """, config: configs.trusted)
+            #expect(outcome.stdout.contains("chief: exit 0") && outcome.stdout.contains("[chief-0] Epoch 1/1"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("stranger: exit 1"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("[stranger] tandem: error: ps at localhost:2333: Exchange failed: unavailable")
+                    && outcome.stdout.contains("agree on tls"), "\(outcome.stdout)")
         }
     }
 }
