@@ -12,8 +12,10 @@ extension EndToEnd {
         }
 
         @Test func chiefWorkersAndPsTrainAndStop() throws {
+            // With a side-car evaluator, as in TensorFlow: it evaluates the chief's checkpoints as they appear.
+            let cluster = Self.cluster.dropLast() + #","evaluator":["localhost:2334"]}"#
             let outcome = try TandemProcess.launch(["configs/cluster-ps.json", "--epochs", "1"], timeoutSeconds: 240,
-                                                   environment: ["TF_CONFIG": #"{"cluster":\#(Self.cluster)}"#])
+                                                   environment: ["TF_CONFIG": #"{"cluster":\#(cluster)}"#])
             #expect(outcome.status == 0, "\(outcome.stdout)\n\(outcome.stderr)")
             #expect(outcome.stdout.contains("[ps 0] ps 0: serving parameters 0..<15910 at localhost:2333"), "\(outcome.stdout)")
             #expect(outcome.stdout.contains("[chief 0] Epoch 1/1  "), "\(outcome.stdout)")
@@ -22,6 +24,9 @@ extension EndToEnd {
             let test = outcome.stdout.split(separator: "\n").first { $0.hasPrefix("[chief 0] Test: loss") }.map(String.init) ?? ""
             let accuracy = Double(test.components(separatedBy: "accuracy ").last?.prefix(6) ?? "") ?? 0
             #expect(accuracy > 0.75, "one epoch of asynchronous SGD: \(test)")
+            let evaluation = outcome.stdout.split(separator: "\n").first { $0.hasPrefix("[evaluator 0] test: loss") } ?? ""
+            #expect(!test.isEmpty && evaluation.dropFirst("[evaluator 0] test: ".count).prefix(30) == test.dropFirst("[chief 0] Test: ".count).prefix(30),
+                    "the evaluator's figure for the last checkpoint is the chief's: \(outcome.stdout)")
         }
 
         @Test func aWorkerWithoutTheJobsTokenIsRefused() throws {
