@@ -254,6 +254,9 @@ run_bench() {
             --metrics "$out/threads-tanh-$round.jsonl"
         "$TANDEM" train configs/fashion-mnist-mlp.json --replicas 2 --seed "$round" --progress silent \
             --metrics "$out/threads-relu-$round.jsonl"
+        # The parameter-server job (1 ps, 2 workers, chief) on its own ports; the chief writes the metrics.
+        (TF_CONFIG='{"cluster":{"chief":["localhost:2530"],"worker":["localhost:2531","localhost:2532"],"ps":["localhost:2533"]}}' \
+            TANDEM_RUNS="$out/runs" run_cluster configs/cluster-ps.json --seed "$round" --metrics "$out/ps-$round.jsonl") >/dev/null 2>&1
         for floats in 15910 42310; do
             mpirun -np 2 "$floor/bin/floor_allreduce" --floats "$floats" --iters 2000 | tail -1 >"$out/allreduce-$floats-$round.json"
         done
@@ -304,6 +307,13 @@ print(f"tanh   batch 128: {median(row[0] for row in rows):.4f} s/epoch = {median
       f"exchange/step {median(row[2] for row in rows):.1f} us")
 accuracies = [summary(f"{out}/threads-relu-{r}.jsonl")["test_accuracy"] for r in range(1, rounds + 1)]
 print(f"relu   config as is (global batch 64), 5 epochs: test accuracy {spread(accuracies)}")
+
+print()
+print("Parameter server over gRPC: 1 ps + 2 workers + chief, each its own process (configs/cluster-ps.json)")
+rows = [(epoch(summary(f"{out}/ps-{r}.jsonl")), epoch(summary(f"{out}/tandem-relu-{r}.jsonl")), summary(f"{out}/ps-{r}.jsonl")["test_accuracy"])
+        for r in range(1, rounds + 1)]
+print(f"relu   {median(row[0] for row in rows):.4f} s per epoch of pushes = {median(row[0] / row[1] for row in rows):.2f}x one process's epoch; "
+      f"vs TensorFlow ParameterServerStrategy 3.6 s/epoch: {3.6 / median(row[0] for row in rows):.1f}x; test accuracy {spread([row[2] for row in rows])}")
 PY
 }
 

@@ -66,9 +66,16 @@ public struct ParameterServerJob {
 
     // MARK: worker
 
+    /// What a worker did: its steps, and the time per step spent on gradients and on the exchange with the ps.
+    public struct WorkerSummary: Sendable {
+        public var steps = 0
+        public var computeSeconds = 0.0
+        public var exchangeSeconds = 0.0
+    }
+
     /// Pull → gradients on this worker's shard → push, until the chief ends the job; each push and the next pull
     /// are one round trip on the worker's stream to each ps.
-    public func work(index: Int, data: DataSource, joinTimeoutSeconds: Double = 60) throws {
+    public func work(index: Int, data: DataSource, joinTimeoutSeconds: Double = 60) throws -> WorkerSummary {
         let clients = try addresses.map { try ParameterServerClient(host: $0.host, port: $0.port, security: security) }
         let loss = try Loss(name: job.loss)
         let batch = job.training.batchSize
@@ -78,14 +85,17 @@ public struct ParameterServerJob {
         let links = try join(clients, worker: index, fingerprint: fingerprint(model: model, data: data), timeoutSeconds: joinTimeoutSeconds)
         defer { for link in links { link.close() } }
         var stopped = try receiveParameters(links, into: model)
+        var summary = WorkerSummary()
         var epoch = 0
         while !stopped {
             pipeline.startEpoch(epoch)
             defer { pipeline.finishEpoch() }
             while !stopped, let next = try pipeline.next() {
+                let start = ProcessStatistics.now()
                 model.gradients.base.update(repeating: 0, count: parameterCount)
                 let statistics = model.accumulateGradient(of: loss, features: next.features, targets: next.targets,
                                                           rows: next.rows, gradientScale: 1 / Float(next.rows))
+                let computed = ProcessStatistics.now()
                 for (i, link) in links.enumerated() {
                     var message = Wire(reservingCapacity: 4 * ranges[i].count + 12)
                     message.append(UnsafeBufferPointer(start: model.gradients.base + ranges[i].lowerBound, count: ranges[i].count))
@@ -93,9 +103,13 @@ public struct ParameterServerJob {
                     link.send(message.bytes)
                 }
                 stopped = try receiveParameters(links, into: model)
+                summary.steps += 1
+                summary.computeSeconds += computed - start
+                summary.exchangeSeconds += ProcessStatistics.now() - computed
             }
             epoch += 1
         }
+        return summary
     }
 
     /// Opens this worker's stream to every ps and sends its fingerprint. Retries with back-off for `timeoutSeconds`

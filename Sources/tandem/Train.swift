@@ -137,8 +137,9 @@ struct Train: ParsableCommand {
         case .ps:
             try strategy.serve(index: task.index)  // a ps needs no data
         case .worker:
-            try strategy.work(index: task.index, data: loadData(), joinTimeoutSeconds: stallTimeout > 0 ? stallTimeout : .infinity)
-            print("worker \(task.index): the chief ended the job")
+            let work = try strategy.work(index: task.index, data: loadData(), joinTimeoutSeconds: stallTimeout > 0 ? stallTimeout : .infinity)
+            let perStep = { (seconds: Double) in fixed(seconds / Double(max(work.steps, 1)) * 1e6, 0) }
+            print("worker \(task.index): the chief ended the job after \(work.steps) steps; per step \(perStep(work.computeSeconds)) µs of gradients, \(perStep(work.exchangeSeconds)) µs exchanging with the ps")
         case .chief:
             var options = TrainingOptions()
             options.checkpointDirectory = checkpointDir
