@@ -45,13 +45,14 @@ final class ParameterShard: @unchecked Sendable {
 
     var isStopped: Bool { lock.withLock { stopped } }
 
-    /// The chief's start (or restart from a checkpoint): pushes so far, its fingerprint, this range's parameters.
+    /// The chief's start (or restart from a checkpoint): pushes so far, its fingerprint, this range's parameters and
+    /// optimizer state.
     func open(_ message: [UInt8]) throws {
         var reader = Wire.Reader(message)
         let start = Int(try reader.int64())
         let fingerprint = Fingerprint(encoded: try reader.string())
         try lock.withLock {
-            try reader.floats(range.count, into: parameters.base)
+            for arena in [parameters] + optimizer.state.map(\.arena) { try reader.floats(range.count, into: arena.base) }
             if chiefFingerprint != nil { log("the chief reopened the job at push \(start)") }
             chiefFingerprint = fingerprint
             pushes = start
@@ -185,7 +186,9 @@ final class ParameterShard: @unchecked Sendable {
         case .open:
             try open(message)
         case .pull:
-            lock.withLock { reply.append(UnsafeBufferPointer(start: parameters.base, count: range.count)) }
+            lock.withLock {
+                for arena in [parameters] + optimizer.state.map(\.arena) { reply.append(UnsafeBufferPointer(start: arena.base, count: range.count)) }
+            }
         case .status:
             lock.withLock {
                 reply.append(Int64(pushes))

@@ -162,12 +162,14 @@ public struct ParameterServerJob {
         try waitForParameterServers(clients, timeoutSeconds: stallSeconds)
         let loss = try Loss(name: job.loss)
         let model = try Sequential(spec: job.model, seed: job.seed, maxBatchSize: 256)
+        // A full copy of the ps tasks' optimizer state, gathered for checkpoints and handed back on resume.
+        let optimizer = try job.optimizer.makeOptimizer(parameterCount: model.parameterCount)
         let evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
         let stepsPerEpoch = data.trainRows.count / job.training.batchSize
         let budget = stepsPerEpoch * job.training.epochs
         var epoch = 0
         if let resume {
-            epoch = try TrainingState.restore(try Checkpoint.read(path: resume), path: resume, into: model, optimizer: nil)
+            epoch = try TrainingState.restore(try Checkpoint.read(path: resume), path: resume, into: model, optimizer: optimizer)
             guard epoch < job.training.epochs else {
                 throw TandemError(.usage, "\(resume) already holds \(epoch) epochs and the job asks for \(job.training.epochs): raise --epochs to train further")
             }
@@ -176,10 +178,12 @@ public struct ParameterServerJob {
         // Every ps starts from the chief's parameters and push count; only then are workers let in.
         let opening = fingerprint(model: model, data: data)
         for (i, client) in clients.enumerated() {
-            var message = Wire(reservingCapacity: 4 * ranges[i].count + 1024)
+            var message = Wire(reservingCapacity: 4 * ranges[i].count * (1 + optimizer.state.count) + 1024)
             message.append(Int64(epoch * stepsPerEpoch))
             message.append(string: opening.encoded)
-            message.append(UnsafeBufferPointer(start: model.parameters.base + ranges[i].lowerBound, count: ranges[i].count))
+            for arena in [model.parameters] + optimizer.state.map(\.arena) {
+                message.append(UnsafeBufferPointer(start: arena.base + ranges[i].lowerBound, count: ranges[i].count))
+            }
             _ = try client.call(.open, message.bytes)
         }
         let metrics = try options.metricsPath.map { try MetricsWriter(path: $0) }
@@ -211,7 +215,7 @@ public struct ParameterServerJob {
                 // Stop before the last pull, so the final figures are those of the parameters the job ends with.
                 for client in clients { _ = try? client.call(.stop, []) }
             }
-            try pullAll(clients, into: model)
+            try pullAll(clients, into: model, optimizer: optimizer)
             let test = try data.test.map { try evaluator.evaluate($0) }
             let seconds = ProcessStatistics.now() - epochStart
             var result = EpochResult(epoch: epoch, train: epochStatistics, validation: nil, seconds: seconds)
@@ -225,7 +229,6 @@ public struct ParameterServerJob {
             fflush(nil)
             try metrics?.write(epoch: result, reportsAccuracy: loss.reportsAccuracy)
             if let checkpoints {
-                let optimizer = SGD(parameterCount: model.parameterCount, learningRate: job.optimizer.learningRate)
                 optimizer.iterations = pushes
                 try checkpoints.save(TrainingState.checkpoint(model: model, optimizer: optimizer, epoch: epoch + 1,
                                                               seed: job.seed, config: job, scaling: data.scaling), epoch: epoch + 1)
@@ -241,10 +244,13 @@ public struct ParameterServerJob {
         return summary
     }
 
-    private func pullAll(_ clients: [ParameterServerClient], into model: Sequential) throws {
+    /// Every ps's parameters and optimizer state, into the chief's copies.
+    private func pullAll(_ clients: [ParameterServerClient], into model: Sequential, optimizer: Optimizer) throws {
         for (i, client) in clients.enumerated() {
             var reader = Wire.Reader(try client.call(.pull, []))
-            try reader.floats(ranges[i].count, into: model.parameters.base + ranges[i].lowerBound)
+            for arena in [model.parameters] + optimizer.state.map(\.arena) {
+                try reader.floats(ranges[i].count, into: arena.base + ranges[i].lowerBound)
+            }
         }
     }
 

@@ -7,8 +7,9 @@ import TandemTrain
 /// The parameter-server protocol over gRPC. Messages are raw bytes — little-endian Int64 counters, Float32 arrays
 /// and length-prefixed byte strings, written and read by `Wire` — so the build needs no protoc step.
 enum ParameterServerMethod: String, CaseIterable {
-    /// Chief → ps, once: [pushes so far] + [chief's fingerprint] + this ps's starting parameters. Until then the
-    /// ps turns workers away (unavailable), so a resumed job never trains from the wrong start.
+    /// Chief → ps, once: [pushes so far] + [chief's fingerprint] + this ps's starting parameters and optimizer
+    /// state (each state arena's range in turn). Until then the ps turns workers away (unavailable), so a resumed
+    /// job never trains from the wrong start.
     case open = "Open"
     /// A worker's one stream for the whole job. Worker → ps: [fingerprint] first, then
     /// [gradients of this ps's range + (loss sum, hits, rows)] per step. Ps → worker after each:
@@ -16,7 +17,7 @@ enum ParameterServerMethod: String, CaseIterable {
     case exchange = "Exchange"
     /// → [pushes so far, stop flag] + [loss sum, hits, rows] since the last status + [refusals since the last status].
     case status = "Status"
-    /// → this ps's parameters (the chief's evaluations and checkpoints).
+    /// → this ps's parameters and optimizer state, as in `open` (the chief's evaluations and checkpoints).
     case pull = "Pull"
     /// Ends the job: every later exchange says stop.
     case stop = "Stop"

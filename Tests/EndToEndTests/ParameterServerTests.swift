@@ -212,5 +212,26 @@ extension EndToEnd {
             #expect(outcome.stdout.contains("[stranger] tandem: error: ps at localhost:2333: Exchange failed: unavailable")
                     && outcome.stdout.contains("agree on tls"), "\(outcome.stdout)")
         }
+
+        @Test func checkpointsCarryTheOptimizerStateOfThePs() throws {
+            // Momentum lives on the ps; the chief's checkpoint must hold it, as a one-process checkpoint does.
+            let folder = try TandemProcess.temporaryDirectory().path
+            let data = try Data(contentsOf: TandemProcess.packageRoot.appendingPathComponent("configs/cluster-ps.json"))
+            var config = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            config["optimizer"] = ["name": "sgd", "learning_rate": 0.02, "momentum": 0.5]
+            try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: "\(folder)/momentum.json"))
+            let outcome = try runTasks("""
+                task ps 0 --epochs 1; task worker 0 --epochs 1; task worker 1 --epochs 1
+                task chief 0 --epochs 1 --checkpoint-dir \(folder)/checkpoints; chief=$!
+                wait $chief; echo "chief: exit $?"
+                wait; show
+                "$B" inspect \(folder)/checkpoints/epoch-0001.safetensors
+                """, config: "\(folder)/momentum.json")
+            #expect(outcome.stdout.contains("chief: exit 0"), "\(outcome.stdout)")
+            let momentum = outcome.stdout.split(separator: "\n").first { $0.contains("optimizer/momentum/dense_0/kernel") } ?? ""
+            let std = Double(momentum.components(separatedBy: "std ").dropFirst().first?.prefix { $0 != " " } ?? "") ?? 0
+            #expect(std > 0, "the momentum of a trained epoch is not all zeros: \(momentum)")
+            #expect(outcome.stdout.contains("step: 9"), "the push count is the optimizer's step count: \(outcome.stdout)")
+        }
     }
 }
