@@ -290,10 +290,12 @@ for model, floats in (("relu", 15910), ("tanh", 42310)):
     for r in range(1, rounds + 1):
         one, two = summary(f"{out}/tandem-{model}-{r}.jsonl"), summary(f"{out}/mirrored-{model}-{r}.jsonl")
         raw = json.load(open(f"{out}/allreduce-{floats}-{r}.json"))
-        rows.append((epoch(two), epoch(two) / epoch(one), two["allreduce_us"], two["allreduce_us"] / raw["median_us"], raw["median_us"], two["test_accuracy"]))
+        rows.append((epoch(two), epoch(two) / epoch(one), two["allreduce_us"], two["allreduce_us"] / raw["median_us"], raw["median_us"], two["test_accuracy"],
+                     two.get("straggler_wait_us", 0)))
     column = lambda i: [row[i] for row in rows]
     print(f"{model:6} 2-rank s/epoch {median(column(0)):.4f}  vs 1 rank at batch 64: {median(column(1)):.2f}x  "
-          f"all-reduce/step {median(column(2)):.1f} us = {median(column(3)):.2f}x raw MPI_Allreduce of {floats} floats ({median(column(4)):.1f} us)  "
+          f"all-reduce/step {median(column(2)):.1f} us = {median(column(3)):.2f}x raw MPI_Allreduce of {floats} floats ({median(column(4)):.1f} us), "
+          f"+{median(column(6)):.1f} us waiting for the slower rank  "
           f"test accuracy {spread(column(5))}  vs TensorFlow MWMS 8 s/epoch: {8 / median(column(0)):.0f}x")
 
 grouped = [epoch(summary(f"{out}/grouped-relu-{r}.jsonl")) / epoch(summary(f"{out}/mirrored-relu-{r}.jsonl")) for r in range(1, rounds + 1)]

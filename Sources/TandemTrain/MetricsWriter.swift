@@ -23,6 +23,7 @@ public final class MetricsWriter {
         ]
         if reportsAccuracy { record["accuracy"] = result.train.accuracy }
         if let allreduce = result.allreduceSeconds { record["allreduce_us"] = allreduce * 1e6 }
+        if let wait = result.stragglerWaitSeconds { record["straggler_wait_us"] = wait * 1e6 }
         if let test = result.test {
             record["test_loss"] = test.meanLoss
             if reportsAccuracy { record["test_accuracy"] = test.accuracy }
@@ -40,8 +41,10 @@ public final class MetricsWriter {
             "samples_per_sec": summary.samplesPerSecond, "startup_seconds": summary.startupSeconds,
             "peak_rss_bytes": summary.peakResidentBytes, "wall_seconds": summary.wallSeconds,
         ]
-        let allreduce = summary.epochs.compactMap(\.allreduceSeconds).sorted()
-        if !allreduce.isEmpty { record["allreduce_us"] = allreduce[allreduce.count / 2] * 1e6 }
+        for (key, values) in [("allreduce_us", summary.epochs.compactMap(\.allreduceSeconds)),
+                              ("straggler_wait_us", summary.epochs.compactMap(\.stragglerWaitSeconds))] where !values.isEmpty {
+            record[key] = values.sorted()[values.count / 2] * 1e6
+        }
         if let test = summary.test {
             record["test_loss"] = test.meanLoss
             if reportsAccuracy { record["test_accuracy"] = test.accuracy }

@@ -42,8 +42,12 @@ public struct EpochResult: Sendable {
     public var train: LossStatistics
     public var validation: LossStatistics?
     public var seconds: Double
-    /// Median time of one step's gradient all-reduce (waiting for the slowest replica included); nil on one replica.
+    /// Median time of one step's gradient all-reduce itself: the time of the replica that reached it last, which
+    /// waited for nobody. nil on one replica.
     public var allreduceSeconds: Double?
+    /// Median time rank 0 spent in the all-reduce waiting for the last replica to reach it (uneven compute, not
+    /// communication; Horovod's timeline separates the two the same way).
+    public var stragglerWaitSeconds: Double?
     /// The test set after the epoch, where a strategy evaluates it every epoch (the parameter-server chief).
     public var test: LossStatistics?
     public var samplesPerSecond: Double { seconds > 0 ? Double(train.count) / seconds : 0 }
@@ -186,6 +190,21 @@ public final class Trainer {
         return 1 + (replicas - 1) * min(1, Float(optimizer.iterations) / warmupSteps)
     }
 
+    /// Splits this epoch's all-reduce times into the collective's own cost and waiting for the slowest replica:
+    /// per step, the replica that arrived last spent only the transfer in it; the others also waited. One
+    /// all-gather of every replica's step times per epoch. Returns medians over the steps (the wait is this
+    /// replica's).
+    private func allreduceCost() throws -> (transfer: Double, wait: Double) {
+        let steps = pipeline.stepsPerEpoch
+        let mine = (0..<steps).map { Float(allreduceTimes[$0]) }
+        let everyone = try communicator.allgather(mine.withUnsafeBytes { Array($0) }).map { bytes in
+            bytes.withUnsafeBytes { raw in (0..<steps).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) } }
+        }
+        let transfer = (0..<steps).map { step in Double(everyone.map { $0[step] }.min() ?? 0) }
+        let wait = (0..<steps).map { step in max(0, allreduceTimes[step] - transfer[step]) }
+        return (transfer.sorted()[steps / 2], wait.sorted()[steps / 2])
+    }
+
     /// One synchronous training step on `batch`: gradients, all-reduce, update. Returns the step's loss and hits
     /// summed over every replica. Throws (on every replica alike, as the reduced loss is identical) on NaN/inf.
     public func step(_ batch: Batch, epoch: Int) throws -> LossStatistics {
@@ -326,7 +345,7 @@ public final class Trainer {
             if let timeline, validation != nil { timeline.record(.evaluation, since: evaluationStart) }
             var result = EpochResult(epoch: epoch, train: statistics, validation: validation, seconds: seconds)
             if communicator.size > 1 {
-                result.allreduceSeconds = allreduceTimes.sorted()[pipeline.stepsPerEpoch / 2]
+                (result.allreduceSeconds, result.stragglerWaitSeconds) = try allreduceCost()
             }
             summary.epochs.append(result)
             completedEpochs = epoch + 1
@@ -369,6 +388,7 @@ public final class Trainer {
         tensorboard.scalar("epoch/samples_per_sec", result.samplesPerSecond, step: step)
         tensorboard.scalar("epoch/learning_rate", Double(optimizer.currentLearningRate), step: step)
         if let allreduce = result.allreduceSeconds { tensorboard.scalar("epoch/allreduce_us", allreduce * 1e6, step: step) }
+        if let wait = result.stragglerWaitSeconds { tensorboard.scalar("epoch/straggler_wait_us", wait * 1e6, step: step) }
         tensorboard.flush()
     }
 

@@ -26,7 +26,12 @@ extension EndToEnd {
                 #expect(abs(Double(accuracy.value) - (record["accuracy"] as! Double)) < 1e-6)
             }
             #expect(scalars.filter { $0.tag == "batch/loss" }.count == 2 * 46, "every 10th of 468 steps, 2 epochs")
-            #expect(scalars.contains { $0.tag == "epoch/allreduce_us" })
+            #expect(scalars.contains { $0.tag == "epoch/allreduce_us" } && scalars.contains { $0.tag == "epoch/straggler_wait_us" })
+            for record in epochs {
+                // The collective's own cost (the last arriver's time) and rank 0's wait for it, apart.
+                let transfer = try #require(record["allreduce_us"] as? Double), wait = try #require(record["straggler_wait_us"] as? Double)
+                #expect(transfer > 0 && wait >= 0, "\(record)")
+            }
 
             // The real TensorBoard, where its Python package is installed, must read the same values.
             let script = """

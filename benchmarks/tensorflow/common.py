@@ -7,7 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 DATA_DIR = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
-LR, BATCH, EPOCHS, N_TRAIN, HIDDEN = 0.1, 64, 5, 60000, 20
+LR, BATCH, N_TRAIN, HIDDEN = 0.1, 64, 60000, 20
+EPOCHS = int(os.environ.get("BENCH_EPOCHS", "5"))
+MAX_STEPS = int(os.environ.get("BENCH_MAX_STEPS", "0"))   # >0 only for smoke tests
 TIMEOUT = int(os.environ.get("BENCH_TIMEOUT", "1800"))   # seconds before everything is killed
 
 

@@ -7,14 +7,16 @@ Run: /opt/tf-venv/bin/python benchmarks/tensorflow/ps_strategy.py
 """
 import json, os, signal, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (BATCH, EPOCHS, LR, N_TRAIN, T0, TIMEOUT, loss_fn, make_params, report,
+from common import (BATCH, EPOCHS, LR, MAX_STEPS, N_TRAIN, T0, TIMEOUT, loss_fn, make_params, report,
                     single_threaded, spawn, stop, free_ports, test_accuracy, to_float, train_dataset, tf)
 
 
 def serve(cluster, job, index):
     """Helper process: one ps or worker server; killed by SIGALRM or when the chief dies."""
     signal.alarm(TIMEOUT + 60)
-    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+    # 1 intra-op thread; inter-op must be >= 2: with 1, the first scheduled steps never finish
+    # (the worker's single inter-op thread blocks on a receive from the ps).
+    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=2)
     tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=job, task_index=index,
                          protocol="grpc", config=config, start=True).join()
 
@@ -55,7 +57,7 @@ def main():
                 return loss
             return strategy.run(replica_fn, args=next(it))
 
-        steps = N_TRAIN // BATCH
+        steps = MAX_STEPS or N_TRAIN // BATCH
         setup = time.time() - T0
         print(f"setup {setup:.2f} s (helpers: separate processes)", flush=True)
         epochs = []
@@ -70,6 +72,8 @@ def main():
                steps_per_epoch=steps, tf_version=tf.__version__)
     finally:
         stop(helpers)
+    sys.stdout.flush()
+    os._exit(0)   # skip TF's at-exit RPCs to the servers just stopped (only noise)
 
 
 if __name__ == "__main__":
