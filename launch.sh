@@ -261,10 +261,25 @@ run_bench() {
             mpirun -np 2 "$floor/bin/floor_allreduce" --floats "$floats" --iters 2000 | tail -1 >"$out/allreduce-$floats-$round.json"
         done
     done
+    # TensorFlow's own strategies on the same job, once, where a Python with TensorFlow is at hand
+    # (benchmarks/tensorflow/README.md); otherwise the figures the issues quote.
+    local tf_python="${TANDEM_TF_PYTHON:-/opt/tf-venv/bin/python}"
+    if [ -x "$tf_python" ]; then
+        say "TensorFlow reference runs (benchmarks/tensorflow, once each)"
+        "$tf_python" benchmarks/tensorflow/ps_strategy.py 2>/dev/null | tail -n 1 >"$out/tf-ps.json" || rm -f "$out/tf-ps.json"
+        "$tf_python" benchmarks/tensorflow/mirrored_strategy.py 2>/dev/null | tail -n 1 >"$out/tf-mwms.json" || rm -f "$out/tf-mwms.json"
+    fi
     python3 - "$out" "$rounds" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 median = statistics.median
+def tensorflow(job, quoted):  # TensorFlow's median epoch here when measured in this run, else the quoted figure
+    path = f"{out}/tf-{job}.json"
+    if os.path.exists(path) and os.path.getsize(path):
+        return json.load(open(path))["median_epoch_seconds"], "measured now"
+    return quoted, "quoted"
+tf_mwms, tf_mwms_source = tensorflow("mwms", 8.0)
+tf_ps, tf_ps_source = tensorflow("ps", 3.6)
 def summary(path):
     return [json.loads(line) for line in open(path)][-1]
 def epoch(record):  # the floor reports the median of epochs 2..N; do the same
@@ -296,7 +311,7 @@ for model, floats in (("relu", 15910), ("tanh", 42310)):
     print(f"{model:6} 2-rank s/epoch {median(column(0)):.4f}  vs 1 rank at batch 64: {median(column(1)):.2f}x  "
           f"all-reduce/step {median(column(2)):.1f} us = {median(column(3)):.2f}x raw MPI_Allreduce of {floats} floats ({median(column(4)):.1f} us), "
           f"+{median(column(6)):.1f} us waiting for the slower rank  "
-          f"test accuracy {spread(column(5))}  vs TensorFlow MWMS 8 s/epoch: {8 / median(column(0)):.0f}x")
+          f"test accuracy {spread(column(5))}  vs TensorFlow MWMS {tf_mwms:.2f} s/epoch ({tf_mwms_source}): {tf_mwms / median(column(0)):.0f}x")
 
 grouped = [epoch(summary(f"{out}/grouped-relu-{r}.jsonl")) / epoch(summary(f"{out}/mirrored-relu-{r}.jsonl")) for r in range(1, rounds + 1)]
 print(f"relu   --reduction-groups 4 at 2 ranks: {median(grouped):.2f}x the epoch time of the fused all-reduce")
@@ -315,7 +330,7 @@ print("Parameter server over gRPC: 1 ps + 2 workers + chief, each its own proces
 rows = [(epoch(summary(f"{out}/ps-{r}.jsonl")), epoch(summary(f"{out}/tandem-relu-{r}.jsonl")), summary(f"{out}/ps-{r}.jsonl")["test_accuracy"])
         for r in range(1, rounds + 1)]
 print(f"relu   {median(row[0] for row in rows):.4f} s per epoch of pushes = {median(row[0] / row[1] for row in rows):.2f}x one process's epoch; "
-      f"vs TensorFlow ParameterServerStrategy 3.6 s/epoch: {3.6 / median(row[0] for row in rows):.1f}x; test accuracy {spread([row[2] for row in rows])}")
+      f"vs TensorFlow ParameterServerStrategy {tf_ps:.2f} s/epoch ({tf_ps_source}): {tf_ps / median(row[0] for row in rows):.1f}x; test accuracy {spread([row[2] for row in rows])}")
 PY
 }
 

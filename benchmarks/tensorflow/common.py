@@ -26,6 +26,7 @@ def _idx(name):
     raise FileNotFoundError(f"{name}[.gz] not in {DATA_DIR}")
 
 
+@tf.autograph.experimental.do_not_convert   # plain Python file look-ups, also when traced
 def train_dataset():
     """Unbatched (uint8[784], uint8) pairs read straight from the IDX files, cached in memory."""
     def records(name, size, header):

@@ -15,7 +15,7 @@ def serve(cluster, job, index):
     """Helper process: one ps or worker server; killed by SIGALRM or when the chief dies."""
     signal.alarm(TIMEOUT + 60)
     # 1 intra-op thread; inter-op must be >= 2: with 1, the first scheduled steps never finish
-    # (the worker's single inter-op thread blocks on a receive from the ps).
+    # (observed: workers sat idle for 10 min; presumably a blocking op starves the one thread).
     config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=2)
     tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=job, task_index=index,
                          protocol="grpc", config=config, start=True).join()
