@@ -311,7 +311,8 @@ for model, floats in (("relu", 15910), ("tanh", 42310)):
     print(f"{model:6} 2-rank s/epoch {median(column(0)):.4f}  vs 1 rank at batch 64: {median(column(1)):.2f}x  "
           f"all-reduce/step {median(column(2)):.1f} us = {median(column(3)):.2f}x raw MPI_Allreduce of {floats} floats ({median(column(4)):.1f} us), "
           f"+{median(column(6)):.1f} us waiting for the slower rank  "
-          f"test accuracy {spread(column(5))}  vs TensorFlow MWMS {tf_mwms:.2f} s/epoch ({tf_mwms_source}): {tf_mwms / median(column(0)):.0f}x")
+          f"test accuracy {spread(column(5))}"
+          + (f"  vs TensorFlow MWMS {tf_mwms:.2f} s/epoch ({tf_mwms_source}): {tf_mwms / median(column(0)):.0f}x" if model == "relu" else ""))
 
 grouped = [epoch(summary(f"{out}/grouped-relu-{r}.jsonl")) / epoch(summary(f"{out}/mirrored-relu-{r}.jsonl")) for r in range(1, rounds + 1)]
 print(f"relu   --reduction-groups 4 at 2 ranks: {median(grouped):.2f}x the epoch time of the fused all-reduce")
