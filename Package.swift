@@ -44,11 +44,13 @@ let package = Package(
         .executableTarget(name: "FashionTapeExample", dependencies: ["TandemCore", "TandemData"],
                           path: "Examples/FashionTape"),
 
+        // Helpers the test targets share (temporary folders, a PNG encoder).
+        .target(name: "TandemTestSupport", path: "Tests/TandemTestSupport"),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
         .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore"]),
-        .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore"]),
-        .testTarget(name: "TandemTrainTests", dependencies: ["TandemTrain", "TandemNN", "TandemData", "TandemCore"]),
+        .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore", "TandemTestSupport"]),
+        .testTarget(name: "TandemTrainTests", dependencies: ["TandemTrain", "TandemNN", "TandemData", "TandemCore", "TandemTestSupport"]),
         .testTarget(name: "TandemDistributedTests", dependencies: ["TandemDistributed", "TandemTrain", "TandemCore"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["TandemData", "TandemTrain"], exclude: ["Scripts"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TandemData", "TandemTrain", "TandemTestSupport"], exclude: ["Scripts"]),
     ]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import TandemData
+import TandemTestSupport
 import Testing
 
 
@@ -38,10 +39,14 @@ extension EndToEnd {
             // Test image 0 is an ankle boot; fed as a 56×56 colour PNG it must be resized and turned gray.
             let test = try IDXReader.read(path: fashionDirectory + "/t10k-images-idx3-ubyte.gz")
             let image = work.appendingPathComponent("boot.png")
-            try PNGWriter.rgb(width: 56, height: 56) { x, y in
-                let value = test.bytes[(y / 2) * 28 + x / 2]
-                return (value, value, value)
-            }.write(to: image)
+            var pixels: [UInt8] = []
+            for y in 0..<56 {
+                for x in 0..<56 {
+                    let value: UInt8 = test.bytes[(y / 2) * 28 + x / 2]
+                    pixels += [value, value, value]
+                }
+            }
+            try Data(pngBytes(width: 56, height: 56, channels: 3, samples: pixels)).write(to: image)
             let predict = try TandemProcess.run(["predict", "--checkpoint", checkpoint, image.path, "--top", "2"])
             #expect(predict.status == 0, "\(predict.stderr)")
             #expect(predict.stdout.hasPrefix("\(image.path): Ankle boot ("), "\(predict.stdout)")

@@ -1,7 +1,8 @@
 import Foundation
-import Testing
 import TandemCore
 import TandemData
+import TandemTestSupport
+import Testing
 
 @Suite struct CSVReaderTests {
     static func floats(_ examples: Examples) -> [Float] {

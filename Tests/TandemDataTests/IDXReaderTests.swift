@@ -1,7 +1,8 @@
 import Foundation
-import Testing
 import TandemCore
 import TandemData
+import TandemTestSupport
+import Testing
 
 @Suite struct IDXReaderTests {
     static let folder = "/usr/share/datasets/fashion-mnist/"

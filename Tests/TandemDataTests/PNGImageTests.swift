@@ -1,7 +1,8 @@
 import Foundation
-import Testing
 import TandemCore
 import TandemData
+import TandemTestSupport
+import Testing
 
 @Suite struct PNGImageTests {
     @Test func readsGrayPNG() throws {

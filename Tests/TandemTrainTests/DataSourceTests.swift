@@ -1,8 +1,9 @@
 import Foundation
-import Testing
 import TandemCore
 import TandemData
+import TandemTestSupport
 import TandemTrain
+import Testing
 
 @Suite struct DataSourceTests {
     static func idx(_ dimensions: [UInt32], _ data: [UInt8]) -> [UInt8] {

@@ -1,7 +1,8 @@
 import Foundation
-import Testing
 import TandemCore
+import TandemTestSupport
 import TandemTrain
+import Testing
 
 @Suite struct JobConfigTests {
     static let valid = classificationConfig()

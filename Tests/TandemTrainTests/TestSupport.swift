@@ -5,32 +5,6 @@ import TandemData
 import TandemNN
 import TandemTrain
 
-/// A fresh folder under the system temporary directory, removed by `remove()`.
-struct TemporaryDirectory {
-    let path: String
-
-    init() throws {
-        path = NSTemporaryDirectory() + "tandem-train-tests-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    @discardableResult
-    func write(_ name: String, _ bytes: [UInt8]) throws -> String {
-        let target = file(name)
-        try Data(bytes).write(to: URL(fileURLWithPath: target))
-        return target
-    }
-
-    @discardableResult
-    func write(_ name: String, text: String) throws -> String { try write(name, Array(text.utf8)) }
-
-    func contents() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
 /// Expects `body` to throw a TandemError whose message contains every fragment.
 @discardableResult
 func expectTandemError(_ code: TandemError.Code? = nil, mentioning fragments: [String],

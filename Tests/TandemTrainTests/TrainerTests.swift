@@ -1,9 +1,10 @@
 import Foundation
-import Testing
 import TandemCore
 import TandemData
 import TandemNN
+import TandemTestSupport
 import TandemTrain
+import Testing
 
 @Suite struct TrainerTests {
     /// Loads a job written into `directory` (with its data) and builds its trainer.

@@ -1,9 +1,10 @@
 import Foundation
-import Testing
 import TandemCore
 import TandemData
 import TandemNN
+import TandemTestSupport
 import TandemTrain
+import Testing
 
 @Suite struct TrainingStateTests {
     static func model(_ hidden: Int = 4, extraLayer: Bool = false, seed: UInt64 = 1) throws -> Sequential {
