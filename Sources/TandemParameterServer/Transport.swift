@@ -149,7 +149,7 @@ struct Wire {
                 if Int(bitPattern: start) % MemoryLayout<Float>.alignment == 0 {
                     return try body(start.assumingMemoryBound(to: Float.self))
                 }
-                let aligned = Array(UnsafeRawBufferPointer(start: start, count: 4 * count).withMemoryRebound(to: Float.self) { $0 })
+                let aligned = (0..<count).map { raw.loadUnaligned(fromByteOffset: offset + 4 * $0, as: Float.self) }
                 return try aligned.withUnsafeBufferPointer { try body($0.baseAddress!) }
             }
         }
