@@ -126,6 +126,7 @@ public struct ParameterServerJob {
             guard let failed else { return .done(links) }
             for link in links { link.close() }
             let failure = failed.failure ?? TandemError(.timeout, "ps at \(failed.address) did not admit worker \(worker) within \(Int(timeoutSeconds)) s")
+            if failed.endingStatus?.isTLSRefusal == true { throw failure }  // a certificate does not mend with waiting
             switch failed.endingStatus?.code {
             case .failedPrecondition?: throw TandemError(.badConfig, failed.endingStatus?.message ?? "refused by the chief")
             case .unavailable?, .alreadyExists?: return .retry(failure)  // not up yet, not opened yet, or our old stream not yet gone

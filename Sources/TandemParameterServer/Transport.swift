@@ -223,12 +223,19 @@ final class ParameterServerClient: Sendable {
         if let error = error as? RPCError {
             // What a TLS handshake refused on one side looks like from the other.
             let cause = error.cause.map { " (\($0))" } ?? ""
-            let tlsRefused = error.message.contains("connection preface") || cause.contains("handshake") || cause.contains("SSL")
-            let hint = tlsRefused ? " (do this task and the ps agree on tls? With tls the ps accepts only certificates the job's CA signed)" : ""
+            let hint = error.isTLSRefusal ? " (do this task and the ps agree on tls? With tls the ps accepts only certificates the job's CA signed)" : ""
             return TandemError(.communication, "ps at \(address): \(method.rawValue) failed: \(error.code): \(error.message)\(cause)\(hint)")
         }
         if error is TandemError || error is CancellationError { return error }
         return TandemError(.communication, "ps at \(address): \(method.rawValue) failed: \(error)")
+    }
+}
+
+extension RPCError {
+    /// A TLS handshake refused by either side (as the other side sees it too): waiting will not mend it.
+    var isTLSRefusal: Bool {
+        let cause = self.cause.map { String(describing: $0) } ?? ""
+        return message.contains("connection preface") || cause.contains("handshake") || cause.contains("SSL")
     }
 }
 

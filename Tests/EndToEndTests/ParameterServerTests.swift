@@ -202,7 +202,7 @@ extension EndToEnd {
                 tries=0
                 until grep -qs serving "$LOGS/ps-0.log" || [ $((tries += 1)) -gt 600 ]; do sleep 0.1; done
                 TF_CONFIG="{\\"cluster\\":$CLUSTER,\\"task\\":{\\"type\\":\\"worker\\",\\"index\\":1}}" \\
-                    "$B" train \(configs.stranger) --epochs 1 --stall-timeout 3 > "$LOGS/stranger.log" 2>&1
+                    "$B" train \(configs.stranger) --epochs 1 > "$LOGS/stranger.log" 2>&1
                 echo "stranger: exit $?"
                 wait $chief; echo "chief: exit $?"
                 wait; show
