@@ -24,13 +24,16 @@ final class ReplicaGroup: @unchecked Sendable {
     let steps: UnsafeMutablePointer<Int>
     let phases: UnsafeMutablePointer<UInt8>
     private var failure: String?
-    /// How long a replica spins before it sleeps: a step's replicas usually arrive within microseconds of each
-    /// other, and waking a sleeping thread costs tens of microseconds, twice per step.
-    private let spinIterations = 20_000
+    /// How long a replica spins before it sleeps. With a core per thread, about a millisecond: replicas arrive
+    /// tens of microseconds apart, and putting a thread to sleep and waking it costs as much again, twice per step
+    /// (a 20,000-iteration spin made the tanh exchange 100 µs per step instead of 12). With more threads than
+    /// cores a spinner would only hold the core the late replica needs, so it sleeps almost at once.
+    private let spinIterations: Int
 
-    init(count: Int, timeoutSeconds: Double) {
+    init(count: Int, timeoutSeconds: Double, threadsOnThisHost: Int? = nil) {
         self.count = count
         self.timeoutSeconds = timeoutSeconds
+        spinIterations = (threadsOnThisHost ?? count) <= ProcessInfo.processInfo.activeProcessorCount ? 400_000 : 2_000
         buffers = .allocate(capacity: count)
         buffers.initialize(repeating: nil, count: count)
         arrived = Array(repeating: false, count: count)

@@ -132,7 +132,9 @@ public enum ThreadReplicas {
         _ body: @escaping @Sendable (_ replica: Int, _ communicator: Communicator) throws -> Result
     ) throws -> Result {
         precondition(count >= 1)
-        let group = ReplicaGroup(count: count, timeoutSeconds: timeoutSeconds)
+        // Under mpirun, this host's other ranks run their replica threads too.
+        let ranksHere = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap(Int.init) ?? 1
+        let group = ReplicaGroup(count: count, timeoutSeconds: timeoutSeconds, threadsOnThisHost: count * (process == nil ? 1 : ranksHere))
         let errors = ReplicaErrors(count: count)
         let finished = DispatchGroup()
         let communicators = (0..<count).map { ThreadCommunicator(local: $0, group: group, process: process) }
