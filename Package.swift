@@ -44,8 +44,8 @@ let package = Package(
         .executableTarget(name: "FashionTapeExample", dependencies: ["TandemCore", "TandemData"],
                           path: "Examples/FashionTape"),
 
-        // Helpers the test targets share (temporary folders, a PNG encoder).
-        .target(name: "TandemTestSupport", path: "Tests/TandemTestSupport"),
+        // Helpers the test targets share (temporary folders, a PNG encoder, an expectation on Tandem's errors).
+        .target(name: "TandemTestSupport", dependencies: ["TandemCore"], path: "Tests/TandemTestSupport"),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
         .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore"]),
         .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore", "TandemTestSupport"]),

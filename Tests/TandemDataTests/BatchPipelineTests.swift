@@ -1,7 +1,8 @@
 import Foundation
-import Testing
 import TandemCore
 import TandemData
+import TandemTestSupport
+import Testing
 
 /// One batch copied out of the pipeline's buffers.
 struct CopiedBatch: Equatable {

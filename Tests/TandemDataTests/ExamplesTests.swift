@@ -1,6 +1,7 @@
-import Testing
 import TandemCore
 import TandemData
+import TandemTestSupport
+import Testing
 
 @Suite struct ExamplesTests {
     @Test func shapesAndErrors() throws {
