@@ -23,6 +23,14 @@ import Testing
 
     /// A checkpoint holding `tensors`, obtained by reading a file from an independent safetensors encoder
     /// (`Checkpoint.Entry` has no public initialiser).
+    /// The sample as `Checkpoint.write` puts it on disk: its path, its bytes and the length of its JSON header.
+    static func writtenSample(in directory: TemporaryDirectory) throws -> (path: String, bytes: [UInt8], headerLength: Int) {
+        let path = directory.file("model.safetensors")
+        try sample(in: directory).write(to: path)
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        return (path, bytes, (0..<8).reduce(0) { $0 | Int(bytes[$1]) << (8 * $1) })
+    }
+
     static func sample(in directory: TemporaryDirectory) throws -> Checkpoint {
         var header: [String: Any] = ["__metadata__": metadata]
         var body: [UInt8] = []
@@ -66,11 +74,8 @@ import Testing
     @Test func fileIsValidSafetensors() throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let path = directory.file("model.safetensors")
-        try Self.sample(in: directory).write(to: path)
-        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let (_, bytes, headerLength) = try Self.writtenSample(in: directory)
 
-        let headerLength = (0..<8).reduce(0) { $0 | Int(bytes[$1]) << (8 * $1) }
         #expect(headerLength % 8 == 0)
         try #require(8 + headerLength <= bytes.count)
         let headerBytes = Data(bytes[8..<8 + headerLength])
@@ -132,10 +137,7 @@ import Testing
     @Test func truncatedCheckpointThrows() throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let path = directory.file("model.safetensors")
-        try Self.sample(in: directory).write(to: path)
-        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
-        let headerLength = (0..<8).reduce(0) { $0 | Int(bytes[$1]) << (8 * $1) }
+        let (path, bytes, headerLength) = try Self.writtenSample(in: directory)
         // Cut in half (inside the header), just after the header (no body), and one float short.
         for (name, length) in [("half", bytes.count / 2), ("header-only", 8 + headerLength), ("short", bytes.count - 4), ("tiny", 5)] {
             let cut = try directory.write("\(name).safetensors", Array(bytes.prefix(length)))
