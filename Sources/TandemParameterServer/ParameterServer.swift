@@ -52,7 +52,7 @@ final class ParameterShard: @unchecked Sendable {
         let start = Int(try reader.int64())
         let fingerprint = Fingerprint(encoded: try reader.string())
         try lock.withLock {
-            for arena in [parameters] + optimizer.state.map(\.arena) { try reader.floats(range.count, into: arena.base) }
+            for arena in stateArenas(parameters: parameters, optimizer: optimizer) { try reader.floats(range.count, into: arena.base) }
             if chiefFingerprint != nil { log("the chief reopened the job at push \(start)") }
             chiefFingerprint = fingerprint
             pushes = start
@@ -187,7 +187,7 @@ final class ParameterShard: @unchecked Sendable {
             try open(message)
         case .pull:
             lock.withLock {
-                for arena in [parameters] + optimizer.state.map(\.arena) { reply.append(UnsafeBufferPointer(start: arena.base, count: range.count)) }
+                for arena in stateArenas(parameters: parameters, optimizer: optimizer) { reply.append(UnsafeBufferPointer(start: arena.base, count: range.count)) }
             }
         case .status:
             lock.withLock {

@@ -182,7 +182,7 @@ public struct ParameterServerJob {
             var message = Wire(reservingCapacity: 4 * ranges[i].count * (1 + optimizer.state.count) + 1024)
             message.append(Int64(epoch * stepsPerEpoch))
             message.append(string: opening.encoded)
-            for arena in [model.parameters] + optimizer.state.map(\.arena) {
+            for arena in stateArenas(parameters: model.parameters, optimizer: optimizer) {
                 message.append(UnsafeBufferPointer(start: arena.base + ranges[i].lowerBound, count: ranges[i].count))
             }
             _ = try client.call(.open, message.bytes)
@@ -249,7 +249,7 @@ public struct ParameterServerJob {
     private func pullAll(_ clients: [ParameterServerClient], into model: Sequential, optimizer: Optimizer) throws {
         for (i, client) in clients.enumerated() {
             var reader = Wire.Reader(try client.call(.pull, []))
-            for arena in [model.parameters] + optimizer.state.map(\.arena) {
+            for arena in stateArenas(parameters: model.parameters, optimizer: optimizer) {
                 try reader.floats(ranges[i].count, into: arena.base + ranges[i].lowerBound)
             }
         }

@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import TandemCore
+import TandemNN
 import TandemTrain
 
 /// The parameter-server protocol over gRPC. Messages are raw bytes — little-endian Int64 counters, Float32 arrays
@@ -24,6 +25,11 @@ enum ParameterServerMethod: String, CaseIterable {
 
     static let service = ServiceDescriptor(fullyQualifiedService: "tandem.ParameterServer")
     var descriptor: MethodDescriptor { MethodDescriptor(service: Self.service, method: rawValue) }
+}
+
+/// What `open` and `pull` carry of a ps's range, in order: the parameters, then each optimizer state arena.
+func stateArenas(parameters: FlatArena, optimizer: Optimizer) -> [FlatArena] {
+    [parameters] + optimizer.state.map(\.arena)
 }
 
 /// Request metadata: the per-job token every request carries (launch.sh makes one and hands it to the tasks in
