@@ -256,7 +256,7 @@ run_bench() {
             --metrics "$out/threads-relu-$round.jsonl"
         # The parameter-server job (1 ps, 2 workers, chief) on its own ports; the chief writes the metrics.
         (TF_CONFIG='{"cluster":{"chief":["localhost:2530"],"worker":["localhost:2531","localhost:2532"],"ps":["localhost:2533"]}}' \
-            TANDEM_RUNS="$out/runs" run_cluster configs/cluster-ps.json --seed "$round" --metrics "$out/ps-$round.jsonl") >/dev/null 2>&1
+            TANDEM_RUNS="$out/runs-$round" run_cluster configs/cluster-ps.json --seed "$round" --metrics "$out/ps-$round.jsonl") >/dev/null 2>&1
         for floats in 15910 42310; do
             mpirun -np 2 "$floor/bin/floor_allreduce" --floats "$floats" --iters 2000 | tail -1 >"$out/allreduce-$floats-$round.json"
         done
@@ -270,7 +270,7 @@ run_bench() {
         "$tf_python" benchmarks/tensorflow/mirrored_strategy.py 2>/dev/null | tail -n 1 >"$out/tf-mwms.json" || rm -f "$out/tf-mwms.json"
     fi
     python3 - "$out" "$rounds" <<'PY'
-import json, os, statistics, sys
+import glob, json, os, re, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 median = statistics.median
 def tensorflow(job, quoted):  # TensorFlow's median of epochs 2..N when measured in this run, else the quoted figure
@@ -286,6 +286,12 @@ def epoch(record):  # the floor reports the median of epochs 2..N; do the same
     return median(record["epoch_seconds"][1:] or record["epoch_seconds"])
 def spread(values):
     return f"{median(values):.4f} [{min(values):.4f}-{max(values):.4f}]"
+
+def floor_weak_scaling(model, r, allreduce_us):
+    # What the floor's own loop would give at 2 ranks: half the steps, each its step plus one raw all-reduce (on one
+    # host the all-reduce is CPU work on the same cores, so it does not overlap with compute for free).
+    floor_step_us = json.load(open(f"{out}/floor-{model}-{r}.json"))["epoch_seconds_median"] / (60000 // 64) * 1e6
+    return (60000 // 128) * (floor_step_us + allreduce_us) / ((60000 // 64) * floor_step_us)
 
 print(f"One process, one BLAS thread ({rounds} rounds; accuracy over seeds 1..{rounds})")
 print(f"{'model':6} {'floor s/epoch':>13} {'tandem s/epoch':>14} {'ratio':>6} {'samples/s':>10} {'test accuracy':>24} "
@@ -306,11 +312,11 @@ for model, floats in (("relu", 15910), ("tanh", 42310)):
         one, two = summary(f"{out}/tandem-{model}-{r}.jsonl"), summary(f"{out}/mirrored-{model}-{r}.jsonl")
         raw = json.load(open(f"{out}/allreduce-{floats}-{r}.json"))
         rows.append((epoch(two), epoch(two) / epoch(one), two["allreduce_us"], two["allreduce_us"] / raw["median_us"], raw["median_us"], two["test_accuracy"],
-                     two.get("straggler_wait_us", 0)))
+                     two.get("straggler_wait_us", 0), floor_weak_scaling(model, r, raw["median_us"])))
     column = lambda i: [row[i] for row in rows]
     print(f"{model:6} 2-rank s/epoch {median(column(0)):.4f}  vs 1 rank at batch 64: {median(column(1)):.2f}x  "
           f"all-reduce/step {median(column(2)):.1f} us = {median(column(3)):.2f}x raw MPI_Allreduce of {floats} floats ({median(column(4)):.1f} us), "
-          f"+{median(column(6)):.1f} us waiting for the slower rank  "
+          f"+{median(column(6)):.1f} us waiting for the slower rank; the floor's step + that raw all-reduce would give {median(column(7)):.2f}x  "
           f"test accuracy {spread(column(5))}"
           + (f"  vs TensorFlow MWMS {tf_mwms:.2f} s/epoch ({tf_mwms_source}): {tf_mwms / median(column(0)):.0f}x" if model == "relu" else ""))
 
@@ -332,6 +338,25 @@ rows = [(epoch(summary(f"{out}/ps-{r}.jsonl")), epoch(summary(f"{out}/tandem-rel
         for r in range(1, rounds + 1)]
 print(f"relu   {median(row[0] for row in rows):.4f} s per epoch of pushes = {median(row[0] / row[1] for row in rows):.2f}x one process's epoch; "
       f"vs TensorFlow ParameterServerStrategy {tf_ps:.2f} s/epoch ({tf_ps_source}): {tf_ps / median(row[0] for row in rows):.1f}x; test accuracy {spread([row[2] for row in rows])}")
+def logged(round, task, pattern):  # the figures a task's last log line matching `pattern` reports
+    for path in glob.glob(f"{out}/runs-{round}/*/{task}.log"):
+        found = [re.search(pattern, line) for line in open(path, encoding="utf-8")]
+        found = [match for match in found if match]
+        if found:
+            return [float(group) for group in found[-1].groups()]
+    return None
+cpu = []
+for r in range(1, rounds + 1):
+    ps = logged(r, "ps-0", r"(\d+) µs of CPU per push")
+    workers = [logged(r, f"worker-{i}", r"per step (\d+) µs of gradients, \d+ µs exchanging with the ps; (\d+) µs of CPU") for i in (0, 1)]
+    if ps and all(workers):
+        cpu.append((ps[0], median(w[0] for w in workers), median(w[1] for w in workers)))
+if cpu:
+    ps_cpu, gradients, worker_cpu = (median(row[i] for row in cpu) for i in range(3))
+    steps = 60000 // 64
+    print(f"       CPU per step: ps {ps_cpu:.0f} us per push, worker {worker_cpu:.0f} us ({gradients:.0f} us of it gradients, "
+          f"{worker_cpu - gradients:.0f} us gRPC); an epoch's {steps} steps need {steps * (ps_cpu + worker_cpu) / 1e6:.2f} CPU-seconds, "
+          f"{steps * (ps_cpu + worker_cpu) / 2e6:.2f} s on 2 cores even with perfect overlap; gRPC alone {steps * (ps_cpu + worker_cpu - gradients) / 2e6:.2f} s")
 PY
 }
 

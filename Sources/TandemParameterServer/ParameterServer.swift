@@ -23,6 +23,9 @@ final class ParameterShard: @unchecked Sendable {
     private var statistics: [Float] = [0, 0, 0]
     private var refusals: [String] = []
     private var workers: [Int: WorkerState] = [:]
+    /// The process's CPU time and the push count when the chief (last) opened the job: what serving costs per push.
+    private var cpuAtOpen = 0.0
+    private var pushesAtOpen = 0
     /// The most steps any worker was ahead of the slowest connected one when it got its parameters back.
     private var largestLead = 0
 
@@ -56,6 +59,7 @@ final class ParameterShard: @unchecked Sendable {
             if chiefFingerprint != nil { log("the chief reopened the job at push \(start)") }
             chiefFingerprint = fingerprint
             pushes = start
+            (cpuAtOpen, pushesAtOpen) = (ProcessStatistics.cpuSeconds(), start)
             optimizer.iterations = start
             stopped = false
         }
@@ -164,7 +168,10 @@ final class ParameterShard: @unchecked Sendable {
     /// One line for the ps's log at the end of the job.
     var summary: String {
         lock.withLock {
-            "\(label): \(pushes) pushes applied; a worker was at most \(largestLead) steps ahead of the slowest when it got parameters"
+            let served = pushes - pushesAtOpen
+            let cpuPerPush = served > 0 ? (ProcessStatistics.cpuSeconds() - cpuAtOpen) / Double(served) * 1e6 : 0
+            return "\(label): \(pushes) pushes applied, \(Int(cpuPerPush.rounded())) µs of CPU per push (gRPC included); "
+                + "a worker was at most \(largestLead) steps ahead of the slowest when it got parameters"
                 + (maxStaleness.map { " (max_staleness \($0))" } ?? " (no max_staleness)")
         }
     }

@@ -66,11 +66,13 @@ public struct ParameterServerJob {
 
     // MARK: worker
 
-    /// What a worker did: its steps, and the time per step spent on gradients and on the exchange with the ps.
+    /// What a worker did: its steps, the time spent on gradients and on the exchange with the ps, and the CPU time
+    /// all of it took (gRPC's threads included).
     public struct WorkerSummary: Sendable {
         public var steps = 0
         public var computeSeconds = 0.0
         public var exchangeSeconds = 0.0
+        public var cpuSeconds = 0.0
     }
 
     /// Pull → gradients on this worker's shard → push, until the chief ends the job; each push and the next pull
@@ -86,6 +88,7 @@ public struct ParameterServerJob {
         defer { for link in links { link.close() } }
         var stopped = try receiveParameters(links, into: model)
         var summary = WorkerSummary()
+        let cpuAtStart = ProcessStatistics.cpuSeconds()
         var epoch = 0
         while !stopped {
             pipeline.startEpoch(epoch)
@@ -109,6 +112,7 @@ public struct ParameterServerJob {
             }
             epoch += 1
         }
+        summary.cpuSeconds = ProcessStatistics.cpuSeconds() - cpuAtStart
         return summary
     }
 

@@ -19,6 +19,14 @@ public enum ProcessStatistics {
         return usage.ru_maxrss * 1024
     }
 
+    /// CPU seconds this process has used so far, user and system, over all its threads.
+    public static func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+        let seconds = { (time: timeval) in Double(time.tv_sec) + Double(time.tv_usec) * 1e-6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+
     /// Seconds since the kernel started this process (from /proc/self/stat, 10 ms resolution), so start-up figures
     /// include loading the binary and its libraries, not only the time since main().
     public static func secondsSinceProcessStart() -> Double? {

@@ -139,7 +139,7 @@ struct Train: ParsableCommand {
         case .worker:
             let work = try strategy.work(index: task.index, data: loadData(), joinTimeoutSeconds: stallTimeout > 0 ? stallTimeout : .infinity)
             let perStep = { (seconds: Double) in fixed(seconds / Double(max(work.steps, 1)) * 1e6, 0) }
-            print("worker \(task.index): the chief ended the job after \(work.steps) steps; per step \(perStep(work.computeSeconds)) µs of gradients, \(perStep(work.exchangeSeconds)) µs exchanging with the ps")
+            print("worker \(task.index): the chief ended the job after \(work.steps) steps; per step \(perStep(work.computeSeconds)) µs of gradients, \(perStep(work.exchangeSeconds)) µs exchanging with the ps; \(perStep(work.cpuSeconds)) µs of CPU (gRPC included)")
         case .chief:
             var options = TrainingOptions()
             options.checkpointDirectory = checkpointDir
