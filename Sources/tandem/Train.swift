@@ -132,6 +132,7 @@ struct Train: ParsableCommand {
     /// This process's role in a parameter-server job, as its TF_CONFIG task says.
     private func runParameterServerTask(_ task: ClusterSpec.Task, job: JobConfig, spec: ClusterSpec,
                                         loadData: () throws -> DataSource) throws {
+        ParameterServerJob.runAsyncWorkOnEventLoops()
         let strategy = try ParameterServerJob(job: job, spec: spec)
         switch task.type {
         case .ps:
