@@ -355,8 +355,8 @@ if cpu:
     ps_cpu, gradients, worker_cpu = (median(row[i] for row in cpu) for i in range(3))
     steps = 60000 // 64
     print(f"       CPU per step: ps {ps_cpu:.0f} us per push, worker {worker_cpu:.0f} us ({gradients:.0f} us of it gradients, "
-          f"{worker_cpu - gradients:.0f} us gRPC); an epoch's {steps} steps need {steps * (ps_cpu + worker_cpu) / 1e6:.2f} CPU-seconds, "
-          f"{steps * (ps_cpu + worker_cpu) / 2e6:.2f} s on 2 cores even with perfect overlap; gRPC alone {steps * (ps_cpu + worker_cpu - gradients) / 2e6:.2f} s")
+          f"{worker_cpu - gradients:.0f} us the rest: gRPC, batches); an epoch's {steps} steps need {steps * (ps_cpu + worker_cpu) / 1e6:.2f} CPU-seconds, "
+          f"{steps * (ps_cpu + worker_cpu) / 2e6:.2f} s on 2 cores even with perfect overlap; without the gradients {steps * (ps_cpu + worker_cpu - gradients) / 2e6:.2f} s")
 PY
 }
 
