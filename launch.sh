@@ -374,10 +374,11 @@ for r in range(1, rounds + 1):
         cpu.append((ps[0], median(w[0] for w in workers), median(w[1] for w in workers)))
 if cpu:
     ps_cpu, gradients, worker_cpu = (median(row[i] for row in cpu) for i in range(3))
-    steps = 60000 // 64
+    steps, cores = 60000 // 64, os.cpu_count()
     print(f"       CPU per step: ps {ps_cpu:.0f} us per push, worker {worker_cpu:.0f} us ({gradients:.0f} us of it gradients, "
           f"{worker_cpu - gradients:.0f} us the rest: gRPC, batches); an epoch's {steps} steps need {steps * (ps_cpu + worker_cpu) / 1e6:.2f} CPU-seconds, "
-          f"{steps * (ps_cpu + worker_cpu) / 2e6:.2f} s on 2 cores even with perfect overlap; without the gradients {steps * (ps_cpu + worker_cpu - gradients) / 2e6:.2f} s")
+          f"{steps * (ps_cpu + worker_cpu) / cores / 1e6:.2f} s on {cores} cores even with perfect overlap; "
+          f"without the gradients {steps * (ps_cpu + worker_cpu - gradients) / cores / 1e6:.2f} s")
 PY
 }
 
