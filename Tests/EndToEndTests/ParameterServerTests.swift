@@ -1,4 +1,5 @@
 import Foundation
+import TandemTestSupport
 import Testing
 
 extension EndToEnd {
@@ -52,7 +53,10 @@ extension EndToEnd {
         }
 
         @Test func theJobFinishesWhenAWorkerIsKilled() throws {
-            // Worker 1 is SIGKILLed once the chief has reported epoch 1 of 5; worker 0 finishes the budget.
+            // Worker 1 is SIGKILLed once the chief has reported epoch 1 of 5; worker 0 finishes the budget. The job's
+            // logs go to a folder of its own: an earlier job's chief log must not start the kill before this job runs.
+            let runs = try TemporaryDirectory(prefix: "tandem-killed-worker")
+            defer { runs.remove() }
             let script = """
                 "$TANDEM_LAUNCH" configs/cluster-ps.json --epochs 5 &
                 launcher=$!
@@ -67,7 +71,7 @@ extension EndToEnd {
                 """
             let outcome = try TandemProcess.command(
                 ["/usr/bin/env", "TANDEM_LAUNCH=\(TandemProcess.packageRoot.path)/launch.sh", "TANDEM_PREBUILT=\(TandemProcess.binary)",
-                 "TANDEM_RUNS=\(TandemProcess.runsDirectory)", "TF_CONFIG={\"cluster\":\(Self.cluster)}", "/bin/sh", "-c", script],
+                 "TANDEM_RUNS=\(runs.path)", "TF_CONFIG={\"cluster\":\(Self.cluster)}", "/bin/sh", "-c", script],
                 timeoutSeconds: 300)
             let test = outcome.stdout.split(separator: "\n").first { $0.hasPrefix("[chief 0] Test: loss") }.map(String.init) ?? ""
             let accuracy = Double(test.components(separatedBy: "accuracy ").last?.prefix(6) ?? "") ?? 0
