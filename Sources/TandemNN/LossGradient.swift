@@ -4,7 +4,7 @@ extension Loss {
     /// Whether `compute` already gives the gradient before the model's last activation (softmax + cross-entropy
     /// fused; identity trivially), so backward must not apply that activation's derivative again.
     public func fuses(lastActivation: Activation) -> Bool {
-        fusesSoftmax && [.softmax, .identity].contains(lastActivation)
+        fusesSoftmax && (lastActivation == .softmax || lastActivation == .identity)
     }
 }
 

@@ -66,6 +66,9 @@ struct Train: ParsableCommand {
             help: "Seconds one exchange may wait for the other replicas before the stall inspector names who is missing (0: never).")
     var stallTimeout: Double = 60
 
+    /// `--stall-timeout` for the waits that take a finite bound: 0 ("never") becomes one no job outlives.
+    private var stallSeconds: Double { stallTimeout > 0 ? stallTimeout : 1e9 }
+
     @Option(help: "On a stall: abort (end the job, non-zero exit) or warn (report once and keep waiting).")
     var stallAction: StallAction = .abort
 
@@ -124,7 +127,7 @@ struct Train: ParsableCommand {
         let command = self
         // Pin replicas to cores unless mpirun already placed this process.
         let pin = mpi == nil && threads <= ProcessInfo.processInfo.activeProcessorCount
-        try ThreadReplicas.run(count: threads, process: mpi, timeoutSeconds: stallTimeout > 0 ? stallTimeout : 1e9, pinToCores: pin) { _, communicator in
+        try ThreadReplicas.run(count: threads, process: mpi, timeoutSeconds: stallSeconds, pinToCores: pin) { _, communicator in
             try command.trainReplica(job: job, data: data, communicator: communicator)
         }
     }
@@ -138,7 +141,7 @@ struct Train: ParsableCommand {
         case .ps:
             try strategy.serve(index: task.index)  // a ps needs no data
         case .worker:
-            let work = try strategy.work(index: task.index, data: loadData(), joinTimeoutSeconds: stallTimeout > 0 ? stallTimeout : .infinity)
+            let work = try strategy.work(index: task.index, data: loadData(), joinTimeoutSeconds: stallSeconds)
             let perStep = { (seconds: Double) in fixed(seconds / Double(max(work.steps, 1)) * 1e6, 0) }
             print("worker \(task.index): the chief ended the job after \(work.steps) steps; per step \(perStep(work.computeSeconds)) µs of gradients, \(perStep(work.exchangeSeconds)) µs exchanging with the ps; \(perStep(work.cpuSeconds)) µs of CPU (gRPC included)")
         case .chief:
@@ -147,7 +150,7 @@ struct Train: ParsableCommand {
             options.keepCheckpoints = keep
             options.metricsPath = metrics
             let summary = try strategy.lead(data: loadData(), options: options, resume: try resumePath(),
-                                            stallSeconds: stallTimeout > 0 ? stallTimeout : .infinity)
+                                            stallSeconds: stallSeconds)
             if let test = summary.test {
                 print("Test: loss \(fixed(test.meanLoss, 4))  accuracy \(fixed(test.accuracy, 4))  (\(test.count) examples)")
             }
