@@ -234,9 +234,18 @@ run_bench() {
     local floor="${FLOOR_DIR:-../shared/floor}"
     [ -x "$floor/bin/floor_mlp" ] || { [ -f "$floor/build.sh" ] && (cd "$floor" && bash build.sh >/dev/null); } \
         || die "no floor at $floor (set FLOOR_DIR)"
-    local rounds="${BENCH_ROUNDS:-5}" out
+    local rounds="${BENCH_ROUNDS:-5}" out kernels
     out="$(mktemp -d)"
     say "benchmark: $rounds rounds, floor and tandem alternating in each (medians reported; raw files in $out)"
+    # The floor runs the OpenBLAS kernels Tandem runs (Tandem replaces OpenBLAS's fallback for a CPU it does not know:
+    # Sources/TandemCore/BLASKernelChoice.swift), so the ratio compares loops, not kernels; one floor run per round
+    # keeps OpenBLAS's own choice, to show what that choice costs.
+    kernels="$("$TANDEM" train configs/fashion-mnist-mlp.json --epochs 1 --progress silent -v 2>&1 | sed -n 's/.*OpenBLAS kernels //p' | head -n 1)"
+    local default_kernels
+    default_kernels="$(env -u OPENBLAS_CORETYPE OPENBLAS_VERBOSE=2 "$floor/bin/floor_mlp" --model relu --epochs 1 2>&1 | sed -n 's/^Core: //p' | head -n 1)"
+    say "OpenBLAS kernels: ${kernels:-unknown} for tandem and the floor (OpenBLAS alone would choose ${default_kernels:-unknown})"
+    [ -n "$kernels" ] && export OPENBLAS_CORETYPE="$kernels"
+    echo "{\"tandem\": \"$kernels\", \"openblas_default\": \"$default_kernels\"}" >"$out/kernels.json"
     for round in $(seq 1 "$rounds"); do
         for model in relu tanh; do
             local config=configs/fashion-mnist-mlp.json
@@ -247,6 +256,7 @@ run_bench() {
                 taskset -c "$core" "$floor/bin/floor_mlp" --model "$model" | tail -1 >"$out/floor-$model-busy$core-$round.json" &
             done
             wait
+            env -u OPENBLAS_CORETYPE "$floor/bin/floor_mlp" --model "$model" | tail -1 >"$out/floor-default-$model-$round.json"
             "$TANDEM" train "$config" --seed "$round" --progress silent --metrics "$out/tandem-$model-$round.jsonl"
         done
         mpirun -np 2 "$TANDEM" train configs/fashion-mnist-mlp-mirrored.json --seed "$round" --progress silent \
@@ -310,7 +320,7 @@ def floor_weak_scaling(model, r, allreduce_us=0):
     busy_step = floor_epoch(model, r, busy=True) / (60000 // 64)
     return (60000 // 128) * (busy_step + allreduce_us * 1e-6) / floor_epoch(model, r)
 
-print(f"One process, one BLAS thread ({rounds} rounds; accuracy over seeds 1..{rounds})")
+print(f"One process, one BLAS thread ({rounds} rounds; accuracy over seeds 1..{rounds}; the floor on tandem's OpenBLAS kernels)")
 print(f"{'model':6} {'floor s/epoch':>13} {'tandem s/epoch':>14} {'ratio':>6} {'samples/s':>10} {'test accuracy':>24} "
       f"{'floor acc':>9} {'startup s':>9} {'floor':>6} {'RSS MB':>7}")
 for model in ("relu", "tanh"):
@@ -320,6 +330,13 @@ for model in ("relu", "tanh"):
           f"{ratio:5.2f}x {median(t['samples_per_sec'] for _, t in rows):10.0f} {spread([t['test_accuracy'] for _, t in rows]):>24} "
           f"{median(f['test_accuracy'] for f, _ in rows):9.4f} {median(t['startup_seconds'] for _, t in rows):9.3f} "
           f"{median(f['startup_seconds'] for f, _ in rows):6.3f} {median(t['peak_rss_bytes'] / 1e6 for _, t in rows):7.1f}")
+kernels = json.load(open(f"{out}/kernels.json"))
+if kernels["tandem"] != kernels["openblas_default"]:
+    for model in ("relu", "tanh"):
+        rows = [(json.load(open(f"{out}/floor-default-{model}-{r}.json")), summary(f"{out}/tandem-{model}-{r}.jsonl")) for r in range(1, rounds + 1)]
+        print(f"{model:6} the floor with OpenBLAS's own kernels ({kernels['openblas_default']}): "
+              f"{median(f['epoch_seconds_median'] for f, _ in rows):.4f} s/epoch; tandem ({kernels['tandem']}) "
+              f"{median(epoch(t) / f['epoch_seconds_median'] for f, t in rows):.2f}x of it")
 
 print()
 print("Two MPI ranks (mpirun -np 2), global batch 128")

@@ -104,6 +104,7 @@ struct Train: ParsableCommand {
 
     private func train(mpi: MPICommunicator?, log: Logger) throws {
         let process: Communicator = mpi ?? LocalCommunicator()
+        log.info("rank \(process.rank): OpenBLAS kernels \(BLASKernelChoice.current)")
         // The data is loaded once per process and shared by its replica threads. Set-up failures are agreed on, so
         // every rank stops cleanly with one report instead of leaving the others waiting.
         let job = try process.agreeOnOutcome {

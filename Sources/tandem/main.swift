@@ -3,6 +3,9 @@ import Foundation
 import TandemCore
 import TandemTrain
 
+// First, before any thread, file or MPI exists: this may replace the process with itself under faster BLAS kernels.
+BLASKernelChoice.reexecIfBetterKernelsExist()
+
 // Every expected failure (bad file, bad field, diverged loss, timeout) is one line and exit status 1; only
 // argument errors take swift-argument-parser's usage path.
 do {

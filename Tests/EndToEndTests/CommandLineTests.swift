@@ -1,4 +1,5 @@
 import Foundation
+import TandemCore
 import TandemData
 import TandemTestSupport
 import Testing
@@ -82,6 +83,25 @@ extension EndToEnd {
             // z(0) = b ≈ 0.7291 and z(1) = w + b ≈ 1.6715 on the least-squares line.
             #expect(lines.first?.contains(": 0.7291  (target 1.0)") == true, "\(predict.stdout)")
             #expect(lines.dropFirst().first?.contains(": 1.6715  (target 1.3)") == true, "\(predict.stdout)")
+        }
+
+        /// OpenBLAS's fallback for a CPU it does not know is replaced by the best kernels the CPU has (the binary re-runs
+        /// itself once, under mpirun too); a choice made with OPENBLAS_CORETYPE is kept.
+        @Test func runsTheBestOpenBLASKernelsTheCPUHasUnlessTheUserChose() throws {
+            let expected = BLASKernelChoice.replacement(current: "Prescott", cpuFlags: BLASKernelChoice.cpuFlags(), userChoice: nil)
+            let arguments = ["train", "configs/fashion-mnist-mlp.json", "--epochs", "1", "--progress", "silent", "-v"]
+            let chosen = try TandemProcess.command(["env", "-u", "OPENBLAS_CORETYPE", TandemProcess.binary] + arguments)
+            #expect(chosen.status == 0, "\(chosen.stderr)")
+            #expect(!chosen.stderr.contains("OpenBLAS kernels Prescott") || expected == nil, "\(chosen.stderr)")
+
+            let ranks = try TandemProcess.mpirunShell(ranks: 2, "env -u OPENBLAS_CORETYPE $TANDEM " + arguments.joined(separator: " ") + " --batch-size 128")
+            #expect(ranks.status == 0, "\(ranks.stderr)")
+            #expect(ranks.stderr.components(separatedBy: "OpenBLAS kernels").count == 3, "one line per rank: \(ranks.stderr)")
+            #expect(!ranks.stderr.contains("OpenBLAS kernels Prescott") || expected == nil, "\(ranks.stderr)")
+
+            let kept = try TandemProcess.command(["env", "OPENBLAS_CORETYPE=Prescott", TandemProcess.binary] + arguments)
+            #expect(kept.status == 0, "\(kept.stderr)")
+            #expect(kept.stderr.contains("OpenBLAS kernels Prescott"), "\(kept.stderr)")
         }
 
         @Test func helpOnEveryCommand() throws {
