@@ -21,10 +21,11 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         .systemLibrary(name: "CAffinity"),
+        .systemLibrary(name: "CPrefetch"),
 
         .target(name: "TandemCore", dependencies: ["CBLAS"]),
         .target(name: "TandemNN", dependencies: ["TandemCore", "CBLAS"]),
-        .target(name: "TandemData", dependencies: ["TandemCore", "CZlib", "CPNG"]),
+        .target(name: "TandemData", dependencies: ["TandemCore", "CZlib", "CPNG", "CPrefetch"]),
         .target(name: "TandemTrain", dependencies: [
             "TandemCore", "TandemNN", "TandemData",
             .product(name: "Logging", package: "swift-log"),

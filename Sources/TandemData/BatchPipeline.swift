@@ -142,15 +142,8 @@ public final class BatchPipeline: @unchecked Sendable {
     }
 
     private func fill(slot: Int, step: Int) {
-        let features = slots[slot].features.base, targets = slots[slot].targets.base
-        let width = examples.targetWidth, featureCount = examples.featureCount
         let first = step * globalBatchSize + shardIndex * perShardBatchSize
-        examples.targets.withUnsafeBufferPointer { allTargets in
-            for r in 0..<perShardBatchSize {
-                let row = Int(order[first + r])
-                examples.convertRow(row, scaling: scaling, into: features + r * featureCount)
-                for t in 0..<width { targets[r * width + t] = allTargets[row * width + t] }
-            }
-        }
+        examples.gather(UnsafeBufferPointer(rebasing: order[first..<first + perShardBatchSize]), scaling: scaling,
+                        features: slots[slot].features.base, targets: slots[slot].targets.base)
     }
 }

@@ -1,3 +1,4 @@
+import CPrefetch
 import TandemCore
 
 /// A labelled data set held in memory in its stored form: images stay UInt8 (47 MB for Fashion-MNIST's training set
@@ -58,6 +59,42 @@ public struct Examples: Sendable {
                 }
             }
         }
+    }
+
+    /// Converts the rows `rows` into consecutive rows of `features` and copies their targets into `targets`.
+    ///
+    /// Rows come in shuffled order from a data set larger than the caches, so each row would start with a wait on
+    /// memory: the rows a few places ahead are prefetched while the current one converts.
+    public func gather(_ rows: UnsafeBufferPointer<Int32>, scaling: FeatureScaling,
+                       features: UnsafeMutablePointer<Float>, targets: UnsafeMutablePointer<Float>) {
+        let lookahead = 4  // rows; 2 and 8 measured slower on Fashion-MNIST
+        for r in 0..<min(lookahead, rows.count) { prefetchRow(Int(rows[r])) }
+        self.targets.withUnsafeBufferPointer { allTargets in
+            for r in 0..<rows.count {
+                if r + lookahead < rows.count { prefetchRow(Int(rows[r + lookahead])) }
+                let row = Int(rows[r])
+                convertRow(row, scaling: scaling, into: features + r * featureCount)
+                for t in 0..<targetWidth { targets[r * targetWidth + t] = allTargets[row * targetWidth + t] }
+            }
+        }
+    }
+
+    /// Asks the memory system for every cache line of row `row`'s stored features.
+    @inline(__always)
+    private func prefetchRow(_ row: Int) {
+        switch features {
+        case .bytes(let bytes):
+            bytes.withUnsafeBytes { prefetchLines($0.baseAddress! + row * featureCount, byteCount: featureCount) }
+        case .floats(let floats):
+            floats.withUnsafeBytes { prefetchLines($0.baseAddress! + row * featureCount * 4, byteCount: featureCount * 4) }
+        }
+    }
+
+    @inline(__always)
+    private func prefetchLines(_ start: UnsafeRawPointer, byteCount: Int) {
+        let line = 64
+        for offset in stride(from: 0, to: byteCount, by: line) { tandem_prefetch(start + offset) }
+        tandem_prefetch(start + byteCount - 1)  // the row need not start on a line boundary
     }
 
     /// Per-feature mean and the overall standard deviation over `rows` (all rows when nil).

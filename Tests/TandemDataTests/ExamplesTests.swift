@@ -29,6 +29,25 @@ import Testing
         #expect(row == [1, 2])
     }
 
+    @Test func gatherConvertsTheRowsInTheOrderGivenWithTheirTargets() throws {
+        // Rows of 100 bytes (two cache lines, not aligned to them) and two targets each; more rows than the lookahead.
+        let rowCount = 10, width = 100
+        let bytes = (0..<rowCount * width).map { UInt8($0 % 251) }
+        let examples = try Examples(features: .bytes(bytes), featureCount: width,
+                                    targets: (0..<rowCount * 2).map(Float.init), targetWidth: 2)
+        let order: [Int32] = [7, 0, 9, 3, 3, 8, 1]
+        var features = [Float](repeating: -1, count: order.count * width)
+        var targets = [Float](repeating: -1, count: order.count * 2)
+        let scaling = FeatureScaling(scale: [Float](repeating: 2, count: width), shift: [Float](repeating: 1, count: width))
+        order.withUnsafeBufferPointer { rows in
+            examples.gather(rows, scaling: scaling, features: &features, targets: &targets)
+        }
+        for (r, row) in order.map(Int.init).enumerated() {
+            #expect(Array(features[r * width..<(r + 1) * width]) == bytes[row * width..<(row + 1) * width].map { Float($0) * 2 + 1 })
+            #expect(Array(targets[r * 2..<r * 2 + 2]) == [Float(row * 2), Float(row * 2 + 1)])
+        }
+    }
+
     @Test func standardizationUsesOnlyTheGivenRows() throws {
         // Rows 0-1 have features (1, 3), (3, 5): means 2 and 4, overall std of {1, 3, 3, 5} = √2.
         let examples = try Examples(features: .floats([1, 3, 3, 5, 100, 100]), featureCount: 2, targets: [0, 0, 0])
