@@ -47,8 +47,10 @@ public enum BLASKernelChoice {
         guard let kernels = replacement(
             current: current, cpuFlags: cpuFlags(), userChoice: environment["OPENBLAS_CORETYPE"])
         else { return }
+        // The binary's own path, not /proc/self/exe: the process would be listed as "exe" in ps and top.
+        guard let binary = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return }
         setenv("OPENBLAS_CORETYPE", kernels, 1)
-        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        execv(binary, CommandLine.unsafeArgv)
         unsetenv("OPENBLAS_CORETYPE")
     }
 }
