@@ -14,12 +14,16 @@ final class ReplicaGroup: @unchecked Sendable {
     let stagedBytes: UnsafeMutablePointer<[UInt8]>
     var gatheredBytes: [[UInt8]] = []
 
+    /// Only for replicas that stopped spinning: they sleep on it, and a failure is recorded under it.
     private let condition = NSCondition()
-    private var arrived: [Bool]
     private let arrivals = Atomic<Int>(0)
     private let generation = Atomic<Int>(0)
     private let failed = Atomic<Bool>(false)
-    private var sleepers = 0
+    private let sleepers = Atomic<Int>(0)
+    /// The barrier generation each replica last arrived in, to name the ones missing from a stalled barrier. Plain
+    /// stores, no lock: a replica arriving takes no lock at all (two replicas that arrive together would otherwise
+    /// contend for one, and the loser sleeps in the kernel).
+    private let arrivedIn: UnsafeMutablePointer<Int>
     /// Each replica's last step and phase, for naming where a missing replica is.
     let steps: UnsafeMutablePointer<Int>
     let phases: UnsafeMutablePointer<UInt8>
@@ -36,7 +40,8 @@ final class ReplicaGroup: @unchecked Sendable {
         spinIterations = (threadsOnThisHost ?? count) <= ProcessInfo.processInfo.activeProcessorCount ? 400_000 : 2_000
         buffers = .allocate(capacity: count)
         buffers.initialize(repeating: nil, count: count)
-        arrived = Array(repeating: false, count: count)
+        arrivedIn = .allocate(capacity: count)
+        arrivedIn.initialize(repeating: -1, count: count)
         stagedBytes = .allocate(capacity: count)
         stagedBytes.initialize(repeating: [], count: count)
         steps = .allocate(capacity: count)
@@ -47,6 +52,7 @@ final class ReplicaGroup: @unchecked Sendable {
 
     deinit {
         buffers.deallocate()
+        arrivedIn.deallocate()
         stagedBytes.deinitialize(count: count)
         stagedBytes.deallocate()
         steps.deallocate()
@@ -57,16 +63,17 @@ final class ReplicaGroup: @unchecked Sendable {
     func wait(replica: Int) throws {
         if failed.load(ordering: .acquiring) { throw failureError() }
         let myGeneration = generation.load(ordering: .acquiring)
-        condition.lock()
-        arrived[replica] = true
-        condition.unlock()
+        arrivedIn[replica] = myGeneration
         if arrivals.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue == count {
-            condition.lock()
-            for i in 0..<count { arrived[i] = false }
             arrivals.store(0, ordering: .relaxed)
-            generation.wrappingAdd(1, ordering: .releasing)
-            if sleepers > 0 { condition.broadcast() }
-            condition.unlock()
+            // Sequentially consistent with the sleepers' count: either this sees a sleeper (and wakes it under the
+            // lock it waits with), or that sleeper sees the new generation before it waits.
+            generation.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                condition.lock()
+                condition.broadcast()
+                condition.unlock()
+            }
             return
         }
         for _ in 0..<spinIterations {
@@ -75,13 +82,13 @@ final class ReplicaGroup: @unchecked Sendable {
         }
         condition.lock()
         defer { condition.unlock() }
-        sleepers += 1
-        defer { sleepers -= 1 }
+        sleepers.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        defer { sleepers.wrappingSubtract(1, ordering: .sequentiallyConsistent) }
         let deadline = Date(timeIntervalSinceNow: timeoutSeconds)
-        while generation.load(ordering: .acquiring) == myGeneration && failure == nil {
+        while generation.load(ordering: .sequentiallyConsistent) == myGeneration && failure == nil {
             if !condition.wait(until: deadline) && generation.load(ordering: .acquiring) == myGeneration && failure == nil {
                 // Plain reads of the other replicas' progress: a stale value only makes the message a step old.
-                let missing = (0..<count).filter { !arrived[$0] }.map { r in
+                let missing = (0..<count).filter { arrivedIn[$0] != myGeneration }.map { r in
                     "replica \(r) (last at step \(steps[r]), \(Timeline.Phase(rawValue: phases[r])?.name ?? "starting"))"
                 }.joined(separator: ", ")
                 failure = "stall: \(missing) did not reach the exchange of step \(steps[replica]) within \(Int(timeoutSeconds)) s"
