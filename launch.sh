@@ -234,14 +234,13 @@ run_bench() {
     local floor="${FLOOR_DIR:-../shared/floor}"
     [ -x "$floor/bin/floor_mlp" ] || { [ -f "$floor/build.sh" ] && (cd "$floor" && bash build.sh >/dev/null); } \
         || die "no floor at $floor (set FLOOR_DIR)"
-    local rounds="${BENCH_ROUNDS:-5}" out kernels
+    local rounds="${BENCH_ROUNDS:-5}" out kernels default_kernels
     out="$(mktemp -d)"
     say "benchmark: $rounds rounds, floor and tandem alternating in each (medians reported; raw files in $out)"
     # The floor runs the OpenBLAS kernels Tandem runs (Tandem replaces OpenBLAS's fallback for a CPU it does not know:
     # Sources/TandemCore/BLASKernelChoice.swift), so the ratio compares loops, not kernels; one floor run per round
     # keeps OpenBLAS's own choice, to show what that choice costs.
     kernels="$("$TANDEM" train configs/fashion-mnist-mlp.json --epochs 1 --progress silent -v 2>&1 | sed -n 's/.*OpenBLAS kernels //p' | head -n 1)"
-    local default_kernels
     default_kernels="$(env -u OPENBLAS_CORETYPE OPENBLAS_VERBOSE=2 "$floor/bin/floor_mlp" --model relu --epochs 1 2>&1 | sed -n 's/^Core: //p' | head -n 1)"
     say "OpenBLAS kernels: ${kernels:-unknown} for tandem and the floor (OpenBLAS alone would choose ${default_kernels:-unknown})"
     [ -n "$kernels" ] && export OPENBLAS_CORETYPE="$kernels"

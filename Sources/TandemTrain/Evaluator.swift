@@ -10,6 +10,8 @@ public final class Evaluator {
     public let scaling: FeatureScaling
     private let features: FlatArena
     private let targets: FlatArena
+    /// The example indices of the batch being converted.
+    private var batchRows: [Int32]
 
     public init(model: Sequential, loss: Loss, scaling: FeatureScaling, targetWidth: Int = 1) {
         self.model = model
@@ -17,6 +19,7 @@ public final class Evaluator {
         self.scaling = scaling
         features = FlatArena(count: model.maxBatchSize * model.inputSize)
         targets = FlatArena(count: model.maxBatchSize * targetWidth)
+        batchRows = [Int32](repeating: 0, count: model.maxBatchSize)
     }
 
     /// Statistics over `rows` of `examples` (all when nil). The rows are split across the communicator's replicas
@@ -29,12 +32,10 @@ public final class Evaluator {
         var start = total * communicator.rank / communicator.size
         while start < end {
             let count = min(model.maxBatchSize, end - start)
-            for i in 0..<count {
-                let row = rows.map { Int($0[start + i]) } ?? start + i
-                examples.convertRow(row, scaling: scaling, into: features.base + i * model.inputSize)
-                for t in 0..<examples.targetWidth {
-                    targets.base[i * examples.targetWidth + t] = examples.targets[row * examples.targetWidth + t]
-                }
+            for i in 0..<count { batchRows[i] = rows?[start + i] ?? Int32(start + i) }
+            batchRows.withUnsafeBufferPointer { batch in
+                examples.gather(UnsafeBufferPointer(rebasing: batch[..<count]), scaling: scaling,
+                                features: features.base, targets: targets.base)
             }
             let output = model.forward(features.base, rows: count)
             statistics += loss.compute(outputs: output, targets: targets.base, rows: count, columns: model.outputSize,
