@@ -14,15 +14,46 @@ public struct TandemError: Error, Sendable, CustomStringConvertible, Equatable {
         public static let communication = Code("communication")
         public static let timeout = Code("timeout")
         public static let usage = Code("usage")
+        /// The job needs more memory, threads or bytes than this machine or a file format allows.
+        public static let resources = Code("resources")
     }
 
     public let code: Code
     public let message: String
 
+    /// Messages quote names and values taken from files, flags and the environment: control characters among them
+    /// are escaped here, so a message is always one printable line (no escape sequence reaches the terminal).
     public init(_ code: Code, _ message: String) {
         self.code = code
-        self.message = message
+        self.message = Self.escapingControlCharacters(message)
     }
 
     public var description: String { message }
+
+    /// `text` with every control character (C0, DEL, C1, line and paragraph separators) written as `\u{XX}`,
+    /// and invalid UTF-8 already replaced by U+FFFD when the text was decoded.
+    public static func escapingControlCharacters(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: isControl) else { return text }
+        var result = ""
+        result.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
+        for scalar in text.unicodeScalars {
+            if isControl(scalar) {
+                result += "\\u{" + String(scalar.value, radix: 16) + "}"
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
+    }
+
+    /// Text taken from a file or the environment, for a message: in double quotes, control characters escaped, and
+    /// cut to `limit` characters (a binary file's "line" can be megabytes long).
+    public static func quoted<S: StringProtocol>(_ text: S, limit: Int = 60) -> String {
+        let cut = text.count > limit ? String(text.prefix(limit)) + "…" : String(text)
+        return "\"" + escapingControlCharacters(cut) + "\""
+    }
 }

@@ -43,7 +43,7 @@ public enum CSVReader {
             for (column, field) in fields.enumerated() {
                 let text = field.trimmingWhitespace()
                 guard let value = Float(text), value.isFinite else {
-                    throw TandemError(.badInput, "\(path):\(lineIndex + 1): column \(column + 1) \"\(text)\" is not a number")
+                    throw TandemError(.badInput, "\(path):\(lineIndex + 1): column \(column + 1) \(TandemError.quoted(text)) is not a number")
                 }
                 if column == target { targets.append(value) } else { features.append(value) }
             }
@@ -59,7 +59,8 @@ public enum CSVReader {
             let resolved = index < 0 ? columnCount + index : index
             if (0..<columnCount).contains(resolved) { return resolved }
         }
-        throw TandemError(.badConfig, "\(path): target column \"\(name)\" not found (columns: \(header?.joined(separator: ", ") ?? "0..<\(columnCount)"))")
+        let columns = header.map { names in names.prefix(20).map { TandemError.quoted($0, limit: 30) }.joined(separator: ", ") + (names.count > 20 ? ", …" : "") }
+        throw TandemError(.badConfig, "\(path): target column \(TandemError.quoted(name)) not found (columns: \(columns ?? "0..<\(columnCount)"))")
     }
 }
 
