@@ -27,14 +27,16 @@ public struct ModelSpec: Codable, Sendable, Equatable {
 
     /// Checks what JSON decoding cannot: sizes, layer types, activation names and softmax placement.
     public func validated() throws -> [(units: Int, activation: Activation)] {
-        guard inputSize > 0 else { throw TandemError(.badConfig, "model.input_size must be positive, found \(inputSize)") }
+        guard inputSize > 0, inputSize <= Self.maximumWidth else {
+            throw TandemError(.badConfig, "model.input_size must be between 1 and \(Self.maximumWidth), found \(inputSize)")
+        }
         guard !layers.isEmpty else { throw TandemError(.badConfig, "model.layers is empty: a model needs at least one layer") }
         return try layers.enumerated().map { index, layer in
             if let type = layer.type, type.lowercased() != "dense" {
                 throw TandemError(.badConfig, "model.layers[\(index)].type: unknown layer type \"\(type)\" (expected \"dense\")")
             }
-            guard layer.units > 0, layer.units <= 1 << 20 else {
-                throw TandemError(.badConfig, "model.layers[\(index)].units must be between 1 and 1048576, found \(layer.units)")
+            guard layer.units > 0, layer.units <= Self.maximumUnits else {
+                throw TandemError(.badConfig, "model.layers[\(index)].units must be between 1 and \(Self.maximumUnits), found \(layer.units)")
             }
             let activation: Activation
             do { activation = try Activation(name: layer.activation ?? "identity") } catch let error as TandemError {
@@ -48,4 +50,33 @@ public struct ModelSpec: Codable, Sendable, Equatable {
     }
 
     public var outputSize: Int { layers.last?.units ?? 0 }
+
+    /// Largest `input_size` (2^24 features: a 4096 × 4096 image) and largest layer width; with them no single
+    /// layer's size overflows, and `floatsNeeded` bounds the whole model.
+    public static let maximumWidth = 1 << 24, maximumUnits = 1 << 20
+
+    /// Parameters (saturating at `Int.max`, to be refused by `MemoryBudget`).
+    public var parameterCount: Int {
+        var inputs = inputSize
+        return SaturatingSize.sum(layers.map { layer in
+            defer { inputs = layer.units }
+            return SaturatingSize.sum([SaturatingSize.product(inputs, layer.units), layer.units])
+        })
+    }
+
+    /// Float32 values a replica allocates for this model: parameters, gradients, `optimizerSlots` optimizer state
+    /// arenas, and two activation buffers per layer for batches of `maxBatchSize` rows.
+    public func floatsNeeded(maxBatchSize: Int, optimizerSlots: Int) -> Int {
+        let activations = SaturatingSize.product(2, maxBatchSize, SaturatingSize.sum(layers.map(\.units)))
+        return SaturatingSize.sum([SaturatingSize.product(parameterCount, 2 + optimizerSlots), activations])
+    }
+
+    /// Throws `.resources` naming the model when it cannot fit in this machine's memory; call before allocating.
+    public func checkFitsInMemory(maxBatchSize: Int, optimizerSlots: Int) throws {
+        let widths = layers.map { String($0.units) }
+        let shape = "\(inputSize) → " + (widths.count > 6 ? widths.prefix(5).joined(separator: " → ") + " → … (\(widths.count) layers)" : widths.joined(separator: " → "))
+        try MemoryBudget.require(
+            floats: floatsNeeded(maxBatchSize: maxBatchSize, optimizerSlots: optimizerSlots),
+            for: "model.layers: the model \(shape) (\(parameterCount == Int.max ? "too many" : String(parameterCount)) parameters) with its gradients, optimizer state and activations for batches of \(maxBatchSize)")
+    }
 }

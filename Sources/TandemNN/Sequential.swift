@@ -24,6 +24,8 @@ public final class Sequential: @unchecked Sendable {
 
     public init(spec: ModelSpec, seed: UInt64, maxBatchSize: Int) throws {
         let validated = try spec.validated()
+        guard maxBatchSize >= 1 else { throw TandemError(.usage, "a model needs batches of at least 1 row, found \(maxBatchSize)") }
+        try spec.checkFitsInMemory(maxBatchSize: maxBatchSize, optimizerSlots: 0)
         self.spec = spec
         self.maxBatchSize = maxBatchSize
         var layers: [Dense] = []
