@@ -27,22 +27,34 @@ public struct Checkpoint {
 
     // MARK: writing
 
-    /// Writes atomically: a temporary file beside the target, fsync, rename, fsync of the folder. A crash at any
-    /// point leaves either the old file or the complete new one, never a torn one.
-    public func write(to path: String) throws {
+    /// The largest JSON header `read` accepts; `write` refuses a larger one, so a checkpoint is never written that
+    /// cannot be read back (JobConfig.validate refuses a config whose text would make one, before training).
+    public static let maximumHeaderBytes = 100_000_000
+
+    /// The safetensors JSON header, padded to a multiple of 8 bytes.
+    public static func header(metadata: [String: String], tensors: [(name: String, shape: [Int])]) -> String {
         var header = "{\"__metadata__\":{"
         header += metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }.joined(separator: ",")
         header += "}"
         var offset = 0
-        for entry in entries {
-            let bytes = entry.values.count * 4
-            header += ",\(jsonString(entry.name)):{\"dtype\":\"F32\",\"shape\":[\(entry.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}"
+        for tensor in tensors {
+            let bytes = SaturatingSize.product(tensor.shape) * 4
+            header += ",\(jsonString(tensor.name)):{\"dtype\":\"F32\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}"
             offset += bytes
         }
         header += "}"
         while header.utf8.count % 8 != 0 { header += " " }
+        return header
+    }
 
-        let temporary = path + ".tmp.\(getpid())"
+    /// Writes atomically: a temporary file beside the target, fsync, rename, fsync of the folder. A crash at any
+    /// point leaves either the old file or the complete new one, never a torn one.
+    public func write(to path: String) throws {
+        let header = Self.header(metadata: metadata, tensors: entries.map { ($0.name, $0.shape) })
+        guard header.utf8.count <= Self.maximumHeaderBytes else {
+            throw TandemError(.resources, "\(path): not written: its header would be \(header.utf8.count) bytes, more than the \(Self.maximumHeaderBytes) a checkpoint reader accepts")
+        }
+        let temporary = CheckpointDirectory.temporaryPath(for: path)
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard descriptor >= 0 else { throw TandemError(.io, "\(path): cannot create checkpoint (\(String(cString: strerror(errno))))") }
         var succeeded = false
@@ -87,7 +99,7 @@ public struct Checkpoint {
         }
         guard data.count >= 8 else { throw bad("not a safetensors file (\(data.count) bytes)") }
         let headerLength = data.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
-        guard headerLength > 1, headerLength <= data.count - 8, headerLength < 100_000_000 else {
+        guard headerLength > 1, headerLength <= data.count - 8, headerLength <= maximumHeaderBytes else {
             throw bad("not a safetensors file (header length \(headerLength) for a file of \(data.count) bytes)")
         }
         let headerData = data.subdata(in: 8..<8 + headerLength)
@@ -99,7 +111,9 @@ public struct Checkpoint {
         var entries: [(offset: Int, entry: Entry)] = []
         for (name, value) in header {
             if name == "__metadata__" {
-                metadata = (value as? [String: String]) ?? [:]
+                // The format maps names to strings; anything else would be dropped silently (and an epoch with it).
+                guard let strings = value as? [String: String] else { throw bad("__metadata__ must map names to strings") }
+                metadata = strings
                 continue
             }
             guard let description = value as? [String: Any], let dtype = description["dtype"] as? String,

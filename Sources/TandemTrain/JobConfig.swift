@@ -95,18 +95,24 @@ public struct JobConfig: Codable, Sendable, Equatable {
 
     public func validate(path: String) throws {
         func fail(_ field: String, _ problem: String) -> TandemError { TandemError(.badConfig, "\(path): \(field) \(problem)") }
-        guard training.batchSize > 0 else { throw fail("training.batch_size", "must be positive, found \(training.batchSize)") }
-        guard training.epochs > 0 else { throw fail("training.epochs", "must be positive, found \(training.epochs)") }
+        guard (1...Self.maximumBatchSize).contains(training.batchSize) else {
+            throw fail("training.batch_size", "must be between 1 and \(Self.maximumBatchSize), found \(training.batchSize)")
+        }
+        guard (1...Self.maximumEpochs).contains(training.epochs) else {
+            throw fail("training.epochs", "must be between 1 and \(Self.maximumEpochs), found \(training.epochs)")
+        }
         if let groups = training.reductionGroups {
             guard groups >= 1, groups & (groups - 1) == 0 else { throw fail("training.reduction_groups", "must be a power of two, found \(groups)") }
             guard training.batchSize % groups == 0 else {
                 throw fail("training.reduction_groups", "\(groups) does not divide training.batch_size \(training.batchSize)")
             }
         }
-        if let staleness = training.maxStaleness, staleness < 0 {
-            throw fail("training.max_staleness", "must be ≥ 0, found \(staleness)")
+        if let staleness = training.maxStaleness, !(0...Self.maximumEpochs).contains(staleness) {
+            throw fail("training.max_staleness", "must be between 0 and \(Self.maximumEpochs), found \(staleness)")
         }
-        if let warmup = training.warmupEpochs, warmup < 0 { throw fail("training.warmup_epochs", "must be ≥ 0, found \(warmup)") }
+        if let warmup = training.warmupEpochs, !(0...Double(Self.maximumEpochs)).contains(warmup) {
+            throw fail("training.warmup_epochs", "must be between 0 and \(Self.maximumEpochs), found \(warmup)")
+        }
         guard ["idx", "csv"].contains(data.format.lowercased()) else {
             throw fail("data.format", "must be \"idx\" or \"csv\", found \"\(data.format)\"")
         }
@@ -116,13 +122,17 @@ public struct JobConfig: Codable, Sendable, Equatable {
         if let scaling = data.scaling, !["unit", "standardize", "none"].contains(scaling) {
             throw fail("data.scaling", "must be \"unit\", \"standardize\" or \"none\", found \"\(scaling)\"")
         }
+        let optimizerSlots: Int
         do {
             _ = try model.validated()
             _ = try Loss(name: loss)
-            _ = try optimizer.makeOptimizer(parameterCount: 0)
+            optimizerSlots = try optimizer.makeOptimizer(parameterCount: 0).state.count
+            // Before anything is allocated: each layer may be within bounds and the whole still beyond the machine.
+            try model.checkFitsInMemory(maxBatchSize: training.batchSize, optimizerSlots: optimizerSlots)
         } catch let error as TandemError {
-            throw TandemError(.badConfig, "\(path): \(error.message)")
+            throw TandemError(error.code == .resources ? .resources : .badConfig, "\(path): \(error.message)")
         }
+        try checkCheckpointHeaderFits(path: path, optimizerSlots: optimizerSlots)
         if let strategy, ClusterSpec.Strategy(rawValue: strategy) == nil {
             throw fail("strategy", "must be \"mirrored\" or \"parameter_server\", found \"\(strategy)\"")
         }
@@ -145,6 +155,25 @@ public struct JobConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// The largest global batch and epoch count a config may ask for (far beyond any real job; they bound the sizes
+    /// computed from them).
+    public static let maximumBatchSize = 1 << 24, maximumEpochs = 1_000_000_000
+
+    /// Every checkpoint stores this config: if its header would be more than a checkpoint reader accepts (a
+    /// 50 MB name, thousands of class names), the config is refused now, naming its longest field, rather than
+    /// written into checkpoints that cannot be read back.
+    private func checkCheckpointHeaderFits(path: String, optimizerSlots: Int) throws {
+        let bytes = TrainingState.largestHeaderBytes(config: self, optimizerSlots: optimizerSlots)
+        guard bytes > Checkpoint.maximumHeaderBytes else { return }
+        var fields: [(String, String)] = []
+        if let json = canonicalJSON().data(using: .utf8), let object = try? JSONSerialization.jsonObject(with: json) {
+            Fingerprint.flatten(object, path: "", into: &fields)
+        }
+        let longest = fields.max { $0.1.utf8.count < $1.1.utf8.count }
+        let culprit = longest.map { "field \($0.0) is \($0.1.utf8.count) bytes long" } ?? "the config is too long"
+        throw TandemError(.badConfig, "\(path): \(culprit): every checkpoint stores the config, and its header would be \(bytes) bytes, more than the \(Checkpoint.maximumHeaderBytes) a checkpoint reader accepts")
+    }
+
     /// A path from the config as the process must open it: relative ones are from the config file's folder.
     public func resolvedPath(_ path: String) -> String {
         guard !path.hasPrefix("/"), let sourcePath else { return path }
@@ -159,46 +188,5 @@ public struct JobConfig: Codable, Sendable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
-    }
-}
-
-/// Decodes JSON, turning Foundation's decoding errors into one line naming the field and the expected type.
-public func decodeJSON<T: Decodable>(_ type: T.Type, from data: Data, path: String) throws -> T {
-    do {
-        return try JSONDecoder().decode(type, from: data)
-    } catch let error as DecodingError {
-        func field(_ codingPath: [CodingKey], _ last: CodingKey? = nil) -> String {
-            let keys = (codingPath + (last.map { [$0] } ?? [])).map { key in
-                key.intValue.map { "[\($0)]" } ?? ".\(key.stringValue)"
-            }
-            let joined = keys.joined()
-            return joined.hasPrefix(".") ? String(joined.dropFirst()) : joined
-        }
-        func describe(_ type: Any.Type) -> String {
-            switch type {
-            case is Int.Type, is UInt64.Type: return "an integer"
-            case is Float.Type, is Double.Type: return "a number"
-            case is String.Type: return "a string"
-            case is Bool.Type: return "true or false"
-            case is [Any].Type: return "an array"
-            default: return String(describing: type).hasPrefix("Array") ? "an array" : "an object"
-            }
-        }
-        switch error {
-        case .typeMismatch(let expected, let context):
-            throw TandemError(.badConfig, "\(path): field \(field(context.codingPath)) must be \(describe(expected))")
-        case .valueNotFound(let expected, let context):
-            throw TandemError(.badConfig, "\(path): field \(field(context.codingPath)) is null, expected \(describe(expected))")
-        case .keyNotFound(let key, let context):
-            throw TandemError(.badConfig, "\(path): missing field \(field(context.codingPath, key))")
-        case .dataCorrupted(let context):
-            if context.codingPath.isEmpty {
-                let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-                throw TandemError(.badConfig, "\(path): malformed JSON (\(underlying ?? context.debugDescription))")
-            }
-            throw TandemError(.badConfig, "\(path): field \(field(context.codingPath)): \(context.debugDescription)")
-        @unknown default:
-            throw TandemError(.badConfig, "\(path): \(error)")
-        }
     }
 }

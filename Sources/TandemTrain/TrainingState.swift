@@ -25,15 +25,21 @@ public enum TrainingState {
             entries.append(Checkpoint.Entry(name: scaleName, shape: [scaling.scale.count], values: scaling.scale))
             entries.append(Checkpoint.Entry(name: shiftName, shape: [scaling.shift.count], values: scaling.shift))
         }
+        return Checkpoint(entries: entries, metadata: metadata(model: model.spec, epoch: epoch, step: optimizer.iterations,
+                                                               seed: seed, config: config))
+    }
+
+    /// The checkpoint's `__metadata__`: version, counters, the model description and the job config.
+    static func metadata(model: ModelSpec, epoch: Int, step: Int, seed: UInt64, config: JobConfig?) -> [String: String] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         var metadata = [
             "format": "tandem",
             "tandem_version": version,
             "epoch": String(epoch),
-            "step": String(optimizer.iterations),
+            "step": String(step),
             "seed": String(seed),
-            "model": String(decoding: (try? encoder.encode(model.spec)) ?? Data(), as: UTF8.self),
+            "model": String(decoding: (try? encoder.encode(model)) ?? Data(), as: UTF8.self),
         ]
         if let config {
             metadata["config"] = config.canonicalJSON()
@@ -42,7 +48,25 @@ public enum TrainingState {
                 metadata["config_path"] = URL(fileURLWithPath: source).standardizedFileURL.path
             }
         }
-        return Checkpoint(entries: entries, metadata: metadata)
+        return metadata
+    }
+
+    /// The header a checkpoint of `config`'s job would have at its largest counters (the tensors' names and shapes
+    /// with the optimizer's `optimizerSlots` copies, and the input scaling of `features`).
+    static func largestHeaderBytes(config: JobConfig, optimizerSlots: Int) -> Int {
+        var tensors: [(name: String, shape: [Int])] = []
+        var inputs = config.model.inputSize
+        for (index, layer) in config.model.layers.enumerated() {
+            tensors += [("dense_\(index)/kernel", [inputs, layer.units]), ("dense_\(index)/bias", [layer.units])]
+            inputs = layer.units
+        }
+        let parameters = tensors
+        for slot in 0..<optimizerSlots {
+            tensors += parameters.map { ("optimizer/slot\(slot)/\($0.name)", $0.shape) }
+        }
+        tensors += [(scaleName, [config.model.inputSize]), (shiftName, [config.model.inputSize])]
+        let metadata = metadata(model: config.model, epoch: Int.max, step: Int.max, seed: UInt64.max, config: config)
+        return Checkpoint.header(metadata: metadata, tensors: tensors).utf8.count
     }
 
     static let scaleName = "input_scaling/scale", shiftName = "input_scaling/shift"
@@ -63,7 +87,8 @@ public enum TrainingState {
     }
 
     /// Loads parameters (and, when given, optimizer state and iteration count) after checking that every tensor's
-    /// name and shape matches the model. Returns the number of completed epochs recorded.
+    /// name and shape matches the model. Returns the number of completed epochs recorded (checked when resuming,
+    /// that is with an optimizer; 0 when a checkpoint read for its parameters alone records none).
     @discardableResult
     public static func restore(_ checkpoint: Checkpoint, path: String, into model: Sequential, optimizer: Optimizer?) throws -> Int {
         func load(_ name: String, _ shape: [Int], into destination: UnsafeMutablePointer<Float>) throws {
@@ -84,13 +109,34 @@ public enum TrainingState {
                     try load("optimizer/\(stateName)/\(view.name)", view.shape, into: arena.base + view.offset)
                 }
             }
-            optimizer.iterations = Int(checkpoint.metadata["step"] ?? "0") ?? 0
+            optimizer.iterations = try counter("step", in: checkpoint, path: path)
+            return try counter("epoch", in: checkpoint, path: path)
         }
-        return Int(checkpoint.metadata["epoch"] ?? "0") ?? 0
+        // Evaluation and prediction need only the parameters: a checkpoint from elsewhere may lack the counters.
+        return (try? counter("epoch", in: checkpoint, path: path)) ?? 0
+    }
+
+    /// The largest epoch or step count a checkpoint may record (far beyond any run, far below overflow).
+    public static let maximumCounter = 1 << 48
+
+    /// A counter of `__metadata__` ("epoch", "step"): a whole number from 0 to `maximumCounter`, or an error naming
+    /// it. Resuming from a wrong count would silently restart or skip training.
+    public static func counter(_ key: String, in checkpoint: Checkpoint, path: String) throws -> Int {
+        guard let text = checkpoint.metadata[key] else {
+            throw TandemError(.badCheckpoint, "\(path): __metadata__ has no \(key) (not written by tandem train?)")
+        }
+        guard text.count <= 20, let value = Int(text), (0...maximumCounter).contains(value) else {
+            throw TandemError(.badCheckpoint, "\(path): __metadata__.\(key) is \(TandemError.quoted(text)); expected a whole number from 0 to \(maximumCounter)")
+        }
+        return value
     }
 }
 
 /// A folder of `epoch-NNNN.safetensors` files: saves one per epoch, keeps the newest `keep`.
+///
+/// Checkpoints are ordered by the epoch number in their name, never by the name itself: `epoch-10000` sorts before
+/// `epoch-9999` as text. Opening the folder removes temporary files that writers on this host left behind when
+/// they died mid-write (see `temporaryPath(for:)`).
 public struct CheckpointDirectory: Sendable {
     public let path: String
     public let keep: Int
@@ -103,15 +149,28 @@ public struct CheckpointDirectory: Sendable {
         } catch {
             throw TandemError(.io, "\(path): cannot create checkpoint folder (\(error.localizedDescription))")
         }
+        removeStaleTemporaryFiles()
     }
 
     public func fileName(epoch: Int) -> String { String(format: "epoch-%04d.safetensors", epoch) }
 
-    /// Paths of the checkpoints present, oldest first.
-    public func existing() -> [String] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-        return names.filter { $0.hasPrefix("epoch-") && $0.hasSuffix(".safetensors") }.sorted().map { path + "/" + $0 }
+    /// The epoch in a checkpoint file name (`epoch-0012.safetensors` → 12); nil for any other name.
+    public static func epoch(ofFileName name: String) -> Int? {
+        guard name.hasPrefix("epoch-"), name.hasSuffix(".safetensors") else { return nil }
+        let digits = name.dropFirst("epoch-".count).dropLast(".safetensors".count)
+        guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        return Int(digits)
     }
+
+    /// Checkpoint file names of `folder`, oldest epoch first.
+    public static func checkpointNames(in folder: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        return names.compactMap { name in epoch(ofFileName: name).map { (name, $0) } }
+            .sorted { ($0.1, $0.0) < ($1.1, $1.0) }.map(\.0)
+    }
+
+    /// Paths of the checkpoints present, oldest epoch first.
+    public func existing() -> [String] { Self.checkpointNames(in: path).map { path + "/" + $0 } }
 
     public var newest: String? { existing().last }
 
@@ -122,5 +181,38 @@ public struct CheckpointDirectory: Sendable {
         try checkpoint.write(to: target)
         for old in existing().dropLast(keep) { try? FileManager.default.removeItem(atPath: old) }
         return target
+    }
+
+    // MARK: temporary files
+
+    /// Where a checkpoint is written before it is renamed into place: `NAME.tmp.HOST.PID`. The host and process
+    /// name the writer, so a later run can tell a dead writer's leftover from a live writer's file on a folder
+    /// that several hosts share.
+    public static func temporaryPath(for path: String) -> String { "\(path).tmp.\(hostName).\(getpid())" }
+
+    static let hostName: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.isEmpty ? "localhost" : name.replacingOccurrences(of: ".", with: "_")
+    }()
+
+    /// Removes `*.tmp.HOST.PID` files of this host whose process is gone, and `*.tmp.PID` files (the earlier
+    /// naming, which did not say the host) whose process is gone here.
+    /// Returns the names removed.
+    @discardableResult
+    public func removeStaleTemporaryFiles() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        var removed: [String] = []
+        for name in names {
+            guard let marker = name.range(of: ".safetensors.tmp.") else { continue }
+            let writer = name[marker.upperBound...]  // "HOST.PID", or "PID" in the earlier naming
+            let pidText = writer.split(separator: ".", omittingEmptySubsequences: false).last ?? ""
+            let host = writer.dropLast(pidText.count).dropLast()
+            guard host.isEmpty || host == Self.hostName, pidText.count <= 9, let pid = Int32(pidText), pid > 0,
+                  kill(pid, 0) != 0, errno == ESRCH else { continue }
+            if (try? FileManager.default.removeItem(atPath: path + "/" + name)) != nil { removed.append(name) }
+        }
+        return removed
     }
 }

@@ -80,8 +80,7 @@ struct Evaluate: ParsableCommand {
         var data: DataSource?
         var lastNews = ProcessStatistics.now()
         while true {
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
-            let fresh = names.filter { $0.hasPrefix("epoch-") && $0.hasSuffix(".safetensors") && !evaluated.contains($0) }.sorted()
+            let fresh = CheckpointDirectory.checkpointNames(in: folder).filter { !evaluated.contains($0) }
             for name in fresh {
                 evaluated.insert(name)
                 let result = try evaluate(folder + "/" + name, data: data, metrics: metricsWriter)
@@ -103,7 +102,8 @@ struct LoadedCheckpoint {
     let checkpoint: Checkpoint
     let model: Sequential
     let scaling: FeatureScaling
-    var epoch: Int { Int(checkpoint.metadata["epoch"] ?? "") ?? 0 }
+    /// The epochs the checkpoint holds (0 when it records none: a checkpoint from elsewhere).
+    var epoch: Int { (try? TrainingState.counter("epoch", in: checkpoint, path: path)) ?? 0 }
 
     init(path: String, batchSize: Int = 256) throws {
         self.path = path
