@@ -177,6 +177,8 @@ public final class MPICommunicator: Communicator {
         return (0..<size).map { Array(gathered[Int(offsets[$0])..<Int(offsets[$0] + lengths[$0])]) }
     }
 
+    public var agreementFields: [(name: String, value: String)] { [("allreduce_dtype", wireType.rawValue)] }
+
     public func barrier() throws {
         try collective(.barrier, count: 0) { MPI_Barrier(world) }
     }

@@ -105,6 +105,8 @@ public final class ThreadCommunicator: Communicator {
         return group.gatheredBytes
     }
 
+    public var agreementFields: [(name: String, value: String)] { process?.agreementFields ?? [] }
+
     public func barrier() throws {
         try group.wait(replica: local)
         if local == 0, let process { try process.barrier() }

@@ -116,9 +116,20 @@ public struct ClusterSpec: Sendable, Equatable {
 
     /// TF_CONFIG for one task of this cluster, as launch.sh puts it in that task's environment.
     public func tfConfig(for task: Task) -> String {
+        canonicalJSON(["cluster": rawCluster, "task": ["type": task.type.rawValue, "index": task.index]])
+    }
+
+    /// The cluster alone (every role's addresses, no task) as canonical JSON: what every task of one job shares, so
+    /// tasks compare it before step 1.
+    public var clusterJSON: String { canonicalJSON(rawCluster) }
+
+    private var rawCluster: [String: [String]] {
         var cluster: [String: [String]] = [:]
         for (role, addresses) in roles { cluster[role.rawValue] = addresses.map(\.text) }
-        let object: [String: Any] = ["cluster": cluster, "task": ["type": task.type.rawValue, "index": task.index]]
+        return cluster
+    }
+
+    private func canonicalJSON(_ object: Any) -> String {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
         return String(decoding: data, as: UTF8.self)
     }

@@ -30,6 +30,9 @@ public protocol Communicator: AnyObject {
     /// Every replica's bytes, in rank order.
     func allgather(_ bytes: [UInt8]) throws -> [[UInt8]]
     func barrier() throws
+    /// Settings of this communicator that every replica must share (e.g. how gradients travel on the wire): part of
+    /// the fingerprint compared before step 1, because replicas that differ in them hang or corrupt the sum.
+    var agreementFields: [(name: String, value: String)] { get }
 }
 
 /// One process, one replica: every collective is the identity.
@@ -60,6 +63,8 @@ extension Communicator {
     }
 
     public func progressGradientBuckets() throws {}
+
+    public var agreementFields: [(name: String, value: String)] { [] }
 
     public func noteProgress(step: Int, phase: Timeline.Phase) {}
 

@@ -15,9 +15,17 @@ public struct Fingerprint: Equatable, Sendable {
 
     init(fields: [(name: String, value: String)]) { self.fields = fields }
 
+    /// Beyond the config: how this replica will reduce gradients (bucket size, wire type), which must match or the
+    /// collectives of different replicas do not pair up, and the cluster in effect (TF_CONFIG wins over the config,
+    /// so the config's fields alone do not show it).
     public init(trainer: Trainer) {
+        var extra: [(String, String)] = [("gradient_buckets", trainer.gradientBucketFloats.map { "\($0) floats" } ?? "fused")]
+        extra += trainer.communicator.agreementFields.map { ($0.name, $0.value) }
+        let cluster: String
+        do { cluster = try ClusterSpec.resolve(config: trainer.config)?.clusterJSON ?? "none" } catch { cluster = "invalid (\(error))" }
+        extra.append(("cluster", cluster))
         self.init(config: trainer.config, model: trainer.model, data: trainer.data,
-                  stepsPerEpoch: trainer.pipeline.stepsPerEpoch, replicas: trainer.communicator.size)
+                  stepsPerEpoch: trainer.pipeline.stepsPerEpoch, replicas: trainer.communicator.size, extra: extra)
     }
 
     /// `stepsPerEpoch` and `replicas` are the strategy's: a replica's steps and the replica count when mirrored,
@@ -37,7 +45,7 @@ public struct Fingerprint: Equatable, Sendable {
         self.fields = fields + extra
     }
 
-    private static func flatten(_ value: Any, path: String, into fields: inout [(String, String)]) {
+    static func flatten(_ value: Any, path: String, into fields: inout [(String, String)]) {
         if let object = value as? [String: Any] {
             for key in object.keys.sorted() { flatten(object[key]!, path: path.isEmpty ? key : path + "." + key, into: &fields) }
         } else if let array = value as? [Any], array.contains(where: { $0 is [String: Any] }) {
