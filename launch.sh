@@ -203,24 +203,44 @@ run_task_processes() {
     [ "$dry_run" = 1 ] && return
     [ -n "$chief_pid" ] || die "$config: no chief on this host to lead the job"
     trap 'kill -TERM "${pids[@]}" 2>/dev/null' INT TERM
-    local status=0 i
+    local status=0 i failed=()
     wait "$chief_pid" || status=$?
-    # The ps tasks stop by themselves once the chief has stopped the job, the workers when they hear of it.
+    # The ps tasks stop by themselves once the chief has stopped the job, the workers when they hear of it; a task
+    # still running after that is stopped here, which is not a failure of that task.
     local deadline=$((SECONDS + 10))
     for i in "${!pids[@]}"; do
+        [ "${pids[$i]}" = "$chief_pid" ] && continue
         while kill -0 "${pids[$i]}" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-        kill -KILL "${pids[$i]}" 2>/dev/null || true
-        local task_status=0
+        local stopped_here=0 task_status=0
+        kill -0 "${pids[$i]}" 2>/dev/null && { stopped_here=1; kill -KILL "${pids[$i]}" 2>/dev/null || true; }
         wait "${pids[$i]}" || task_status=$?
-        if [ "$task_status" -ne 0 ] && [ "${pids[$i]}" != "$chief_pid" ]; then
-            say "${labels[$i]} ended with exit $task_status"
-            [ $status -ne 0 ] || status=$task_status
+        if [ "$task_status" -ne 0 ] && [ $stopped_here = 0 ]; then
+            failed+=("${labels[$i]} $(describe_exit "$task_status")")
+            say "${labels[$i]} $(describe_exit "$task_status")"
         fi
     done
     trap - INT TERM
     wait 2>/dev/null || true
-    [ $status -eq 0 ] || say "parameter-server job: a task failed (exit $status); logs in $run_dir"
+    # One meaning for the exit status: the chief's. A parameter-server job tolerates dead workers (TensorFlow's
+    # ParameterServerStrategy does too), so a job whose chief finished exits 0 even if a task died on the way; the
+    # last line names the tasks that failed.
+    local failures=""
+    [ ${#failed[@]} -eq 0 ] || failures="; $(IFS=';'; echo "${failed[*]}" | sed 's/;/, /g') along the way"
+    if [ $status -eq 0 ]; then
+        say "parameter-server job finished: the chief completed the training${failures}; logs in $run_dir"
+    else
+        say "parameter-server job failed: chief 0 $(describe_exit "$status")${failures}; logs in $run_dir"
+    fi
     return $status
+}
+
+# "exited with status N" or "was killed by SIGNAME" for a status from bash's `wait` (128 + N means signal N).
+describe_exit() {
+    if [ "$1" -gt 128 ] && [ "$1" -lt 160 ]; then
+        echo "was killed by SIG$(kill -l $(($1 - 128)) 2>/dev/null || echo $(($1 - 128)))"
+    else
+        echo "exited with status $1"
+    fi
 }
 
 run_tests() {
