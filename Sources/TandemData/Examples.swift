@@ -35,8 +35,11 @@ public struct Examples: Sendable {
         self.targetWidth = targetWidth
     }
 
-    /// Largest class index + 1 (for checking a classifier's output width).
-    public var classCount: Int { Int(targets.max() ?? 0) + 1 }
+    /// Largest class index + 1 (for checking a classifier's output width); a label beyond 2^24 counts as 2^24 + 1.
+    public var classCount: Int {
+        let largest = targets.max() ?? 0
+        return largest >= 0 && largest <= Float(1 << 24) ? Int(largest) + 1 : (largest > 0 ? (1 << 24) + 1 : 1)
+    }
 
     /// Converts row `row` into `destination[0..<featureCount]` as x · scale[c] + shift[c].
     @inline(__always)

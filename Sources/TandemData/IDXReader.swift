@@ -97,9 +97,13 @@ public enum IDXReader {
         var trailer = [UInt8](repeating: 0, count: 4)
         guard fread(&trailer, 1, 4, handle) == 4 else { return nil }
         let isize = trailer.reversed().reduce(0) { $0 << 8 | Int($1) }
-        // ISIZE is modulo 2^32; a larger file cannot be bounded by it.
-        return size > 1 << 31 ? nil : isize
+        // ISIZE is modulo 2^32; a larger file cannot be bounded by it. A corrupt trailer can claim up to 4 GiB:
+        // deflate expands at most 1032:1, so the compressed size bounds what the data can really hold.
+        return size > 1 << 31 ? nil : min(isize, size * maximumDeflateRatio)
     }
+
+    /// Deflate's largest expansion (a long run of one byte): 1032 output bytes per input byte.
+    static let maximumDeflateRatio = 1032
 
     private static func readExactly(_ file: gzFile, into buffer: inout [UInt8], count: Int, path: String, what: String) throws {
         let got = gzread(file, &buffer, UInt32(count))

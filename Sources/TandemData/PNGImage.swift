@@ -1,4 +1,5 @@
 import CPNG
+import Foundation
 import TandemCore
 
 /// Loads a PNG (any bit depth, gray, palette or colour, with or without alpha) as 8-bit gray through libpng's
@@ -23,6 +24,12 @@ public struct GrayImage: Sendable {
         defer { png_image_free(&image) }
         guard image.width > 0, image.height > 0, Int(image.width) * Int(image.height) <= 1 << 28 else {
             throw TandemError(.badInput, "\(path): PNG of \(image.width)×\(image.height) pixels is not supported")
+        }
+        // The header alone sets the size allocated below: a damaged or hostile header in a small file must not
+        // make us allocate for an image the file cannot hold (deflate expands at most 1032:1; one bit per pixel).
+        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
+        if let fileBytes, Int(image.width) * Int(image.height) > SaturatingSize.product(fileBytes, 1032, 8) {
+            throw TandemError(.badInput, "\(path): PNG header says \(image.width)×\(image.height) pixels, more than a file of \(fileBytes) bytes can hold")
         }
         image.format = UInt32(PNG_FORMAT_GRAY)
         let width = Int(image.width), height = Int(image.height)

@@ -68,11 +68,13 @@ public struct DataSource: Sendable {
         }
         if (try? Loss(name: config.loss)) == .sparseCategoricalCrossentropy {
             // Class labels index the model's outputs: anything else would read and write outside a row.
-            if let bad = examples.targets.firstIndex(where: { $0 < 0 || $0 != $0.rounded() || !$0.isFinite }) {
+            // Checked before anything converts a label to an index (Int(1e30) would trap).
+            if let bad = examples.targets.firstIndex(where: { !($0 >= 0 && $0 == $0.rounded()) }) {
                 throw TandemError(.badInput, "\(what): example \(bad + 1) has label \(examples.targets[bad]); class labels must be whole numbers from 0")
             }
-            if examples.classCount > config.model.outputSize {
-                throw TandemError(.badInput, "\(what) has labels up to \(examples.classCount - 1) but the model has only \(config.model.outputSize) outputs")
+            let outputs = Float(config.model.outputSize)
+            if let bad = examples.targets.firstIndex(where: { $0 >= outputs }) {
+                throw TandemError(.badInput, "\(what): example \(bad + 1) has label \(examples.targets[bad]) but the model has only \(config.model.outputSize) outputs (labels 0 to \(config.model.outputSize - 1))")
             }
         }
     }
