@@ -87,7 +87,7 @@ import Testing
     }
 
     @Test func outOfRangeValues() throws {
-        try Self.expectLoadError(try Self.replacing(#""batch_size": 16"#, #""batch_size": 0"#), mentioning: ["training.batch_size", "positive"])
+        try Self.expectLoadError(try Self.replacing(#""batch_size": 16"#, #""batch_size": 0"#), mentioning: ["training.batch_size", "between 1 and", "found 0"])
         try Self.expectLoadError(try Self.replacing(#""epochs": 6"#, #""epochs": -1"#), mentioning: ["training.epochs"])
         try Self.expectLoadError(try Self.replacing(#""target": "label""#, #""target": "label", "validation_split": 1.5"#),
                                  mentioning: ["data.validation_split", "1.5"])
