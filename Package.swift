@@ -50,6 +50,9 @@ let package = Package(
 
         // Helpers the test targets share (temporary folders, a PNG encoder, an expectation on Tandem's errors).
         .target(name: "TandemTestSupport", dependencies: ["TandemCore"], path: "Tests/TandemTestSupport"),
+        // Seeded mutations of valid files through every reader, as a process of its own (EndToEndTests.FuzzTests).
+        .executableTarget(name: "FuzzReaders", dependencies: ["TandemCore", "TandemData", "TandemNN", "TandemTrain", "TandemTestSupport"],
+                          path: "Tests/FuzzReaders"),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
         .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore"]),
         .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore", "TandemTestSupport"]),

@@ -55,6 +55,18 @@ public struct ModelSpec: Codable, Sendable, Equatable {
     /// layer's size overflows, and `floatsNeeded` bounds the whole model.
     public static let maximumWidth = 1 << 24, maximumUnits = 1 << 20
 
+    /// The name of layer `index`'s tensors (`dense_0/kernel`, `dense_0/bias`): checkpoints store them so.
+    public static func layerName(_ index: Int) -> String { "dense_\(index)" }
+
+    /// Every parameter tensor in arena order, by name and shape: what a checkpoint of this model holds.
+    public var parameterTensors: [(name: String, shape: [Int])] {
+        var inputs = inputSize
+        return layers.enumerated().flatMap { index, layer -> [(name: String, shape: [Int])] in
+            defer { inputs = layer.units }
+            return [(Self.layerName(index) + "/kernel", [inputs, layer.units]), (Self.layerName(index) + "/bias", [layer.units])]
+        }
+    }
+
     /// Parameters (saturating at `Int.max`, to be refused by `MemoryBudget`).
     public var parameterCount: Int {
         var inputs = inputSize

@@ -32,7 +32,7 @@ public final class Sequential: @unchecked Sendable {
         var offset = 0
         var inputSize = spec.inputSize
         for (index, layer) in validated.enumerated() {
-            let dense = Dense(name: "dense_\(index)", inputSize: inputSize, outputSize: layer.units,
+            let dense = Dense(name: ModelSpec.layerName(index), inputSize: inputSize, outputSize: layer.units,
                               activation: layer.activation, offset: offset)
             layers.append(dense)
             offset += dense.parameterCount

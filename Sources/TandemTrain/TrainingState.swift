@@ -54,13 +54,8 @@ public enum TrainingState {
     /// The header a checkpoint of `config`'s job would have at its largest counters (the tensors' names and shapes
     /// with the optimizer's `optimizerSlots` copies, and the input scaling of `features`).
     static func largestHeaderBytes(config: JobConfig, optimizerSlots: Int) -> Int {
-        var tensors: [(name: String, shape: [Int])] = []
-        var inputs = config.model.inputSize
-        for (index, layer) in config.model.layers.enumerated() {
-            tensors += [("dense_\(index)/kernel", [inputs, layer.units]), ("dense_\(index)/bias", [layer.units])]
-            inputs = layer.units
-        }
-        let parameters = tensors
+        let parameters = config.model.parameterTensors
+        var tensors = parameters
         for slot in 0..<optimizerSlots {
             tensors += parameters.map { ("optimizer/slot\(slot)/\($0.name)", $0.shape) }
         }
@@ -78,12 +73,26 @@ public enum TrainingState {
         return FeatureScaling(scale: scale.values, shift: shift.values)
     }
 
-    /// The model description stored in a checkpoint.
+    /// The model description stored in a checkpoint, after checking that the checkpoint holds every tensor it
+    /// describes: the description is a few bytes of text, and a model built from it alone could need gigabytes the
+    /// file does not back.
     public static func modelSpec(in checkpoint: Checkpoint, path: String) throws -> ModelSpec {
         guard let json = checkpoint.metadata["model"] else {
             throw TandemError(.badCheckpoint, "\(path): no model description in __metadata__ (not written by Tandem?)")
         }
-        return try decodeJSON(ModelSpec.self, from: Data(json.utf8), path: "\(path) (__metadata__.model)")
+        let spec = try decodeJSON(ModelSpec.self, from: Data(json.utf8), path: "\(path) (__metadata__.model)")
+        do { _ = try spec.validated() } catch let error as TandemError {
+            throw TandemError(.badCheckpoint, "\(path) (__metadata__.model): \(error.message)")
+        }
+        for tensor in spec.parameterTensors {
+            guard let entry = checkpoint.entry(named: tensor.name) else {
+                throw TandemError(.badCheckpoint, "\(path): has no tensor \(tensor.name), which its model description needs")
+            }
+            guard entry.shape == tensor.shape else {
+                throw TandemError(.badCheckpoint, "\(path): tensor \(tensor.name) has shape \(entry.shape) but its model description says \(tensor.shape)")
+            }
+        }
+        return spec
     }
 
     /// Loads parameters (and, when given, optimizer state and iteration count) after checking that every tensor's

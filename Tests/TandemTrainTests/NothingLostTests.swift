@@ -160,6 +160,18 @@ import Testing
         expectTandemError(.resources, mentioning: ["model.layers"]) { try absurd.checkFitsInMemory(maxBatchSize: 1, optimizerSlots: 2) }
     }
 
+    @Test func aCheckpointsModelDescriptionMustBeBackedByItsTensorsBeforeAModelIsBuilt() throws {
+        let model = try Sequential(spec: ModelSpec(inputSize: 4, layers: [.init(units: 3, activation: .softmax)]), seed: 1, maxBatchSize: 2)
+        let optimizer = try OptimizerSpec(name: "sgd", learningRate: 0.1).makeOptimizer(parameterCount: model.parameterCount)
+        var checkpoint = TrainingState.checkpoint(model: model, optimizer: optimizer, epoch: 1, seed: 1, config: nil)
+        #expect(try TrainingState.modelSpec(in: checkpoint, path: "c.safetensors") == model.spec)
+        // A few bytes of description claiming a 1,048,576-unit layer: refused before gigabytes are allocated for it.
+        checkpoint.metadata["model"] = #"{"input_size": 784, "layers": [{"units": 1048576}, {"units": 1048576}]}"#
+        expectTandemError(.badCheckpoint, mentioning: ["c.safetensors", "dense_0/kernel"]) {
+            _ = try TrainingState.modelSpec(in: checkpoint, path: "c.safetensors")
+        }
+    }
+
     @Test func errorMessagesNeverCarryControlCharacters() {
         let error = TandemError(.badInput, "data.csv:1: column 1 \"\u{1B}[2J\r\u{7}\u{85}\" is not a number")
         #expect(!error.message.unicodeScalars.contains { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) })
