@@ -113,7 +113,7 @@ public final class BatchPipeline: @unchecked Sendable {
         if prefetches {
             if step > 0 { free[(step - 1) % 2].signal() }
             guard filled[slot].wait(timeout: .now() + waitTimeoutSeconds) == .success else {
-                throw TandemError(.timeout, "the input pipeline produced no batch for \(Int(waitTimeoutSeconds)) s (step \(step + 1))")
+                throw TandemError(.timeout, "the input pipeline produced no batch for \(wholeSeconds(waitTimeoutSeconds)) s (step \(step + 1))")
             }
         } else {
             fill(slot: slot, step: step)

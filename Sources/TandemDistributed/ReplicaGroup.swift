@@ -91,7 +91,7 @@ final class ReplicaGroup: @unchecked Sendable {
                 let missing = (0..<count).filter { arrivedIn[$0] != myGeneration }.map { r in
                     "replica \(r) (last at step \(steps[r]), \(Timeline.Phase(rawValue: phases[r])?.name ?? "starting"))"
                 }.joined(separator: ", ")
-                failure = "stall: \(missing) did not reach the exchange of step \(steps[replica]) within \(Int(timeoutSeconds)) s"
+                failure = "stall: \(missing) did not reach the exchange of step \(steps[replica]) within \(wholeSeconds(timeoutSeconds)) s"
                 failed.store(true, ordering: .releasing)
                 condition.broadcast()
             }

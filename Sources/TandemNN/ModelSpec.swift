@@ -76,8 +76,9 @@ public struct ModelSpec: Codable, Sendable, Equatable {
         })
     }
 
-    /// Float32 values a replica allocates for this model: parameters, gradients, `optimizerSlots` optimizer state
-    /// arenas, and two activation buffers per layer for batches of `maxBatchSize` rows.
+    /// Float32 values a replica allocates for this model: parameters, gradients, `optimizerSlots` more arenas of the
+    /// parameters' size (optimizer state, reduction groups' gradients), and two activation buffers per layer for
+    /// batches of `maxBatchSize` rows.
     public func floatsNeeded(maxBatchSize: Int, optimizerSlots: Int) -> Int {
         let activations = SaturatingSize.product(2, maxBatchSize, SaturatingSize.sum(layers.map(\.units)))
         return SaturatingSize.sum([SaturatingSize.product(parameterCount, 2 + optimizerSlots), activations])
@@ -89,6 +90,6 @@ public struct ModelSpec: Codable, Sendable, Equatable {
         let shape = "\(inputSize) → " + (widths.count > 6 ? widths.prefix(5).joined(separator: " → ") + " → … (\(widths.count) layers)" : widths.joined(separator: " → "))
         try MemoryBudget.require(
             floats: floatsNeeded(maxBatchSize: maxBatchSize, optimizerSlots: optimizerSlots),
-            for: "model.layers: the model \(shape) (\(parameterCount == Int.max ? "too many" : String(parameterCount)) parameters) with its gradients, optimizer state and activations for batches of \(maxBatchSize)")
+            for: "model.layers: the model \(shape) (\(parameterCount == Int.max ? "too many" : String(parameterCount)) parameters) with its gradients, optimizer state, reduction-group gradients and activations for batches of \(maxBatchSize)")
     }
 }

@@ -143,7 +143,7 @@ final class ParameterShard: @unchecked Sendable {
                     if now - state.lastPush >= stragglerSeconds {
                         if !state.named {
                             workers[other]?.named = true
-                            log("worker \(other) has not pushed for \(Int(stragglerSeconds)) s (it is at step \(state.steps)); not waiting for it")
+                            log("worker \(other) has not pushed for \(wholeSeconds(stragglerSeconds)) s (it is at step \(state.steps)); not waiting for it")
                         }
                         continue
                     }

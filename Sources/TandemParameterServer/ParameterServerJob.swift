@@ -139,7 +139,7 @@ public struct ParameterServerJob {
             let failed = links.first { !$0.waitForFirstReply(timeoutSeconds: min(max(deadline - ProcessStatistics.now(), 1), 86_400)) }
             guard let failed else { return .done(links) }
             for link in links { link.close() }
-            let failure = failed.failure ?? TandemError(.timeout, "ps at \(failed.address) did not admit worker \(worker) within \(Int(timeoutSeconds)) s")
+            let failure = failed.failure ?? TandemError(.timeout, "ps at \(failed.address) did not admit worker \(worker) within \(wholeSeconds(timeoutSeconds)) s")
             if failed.endingStatus?.isTLSRefusal == true { throw failure }  // a certificate does not mend with waiting
             switch failed.endingStatus?.code {
             case .failedPrecondition?: throw TandemError(.badConfig, failed.endingStatus?.message ?? "refused by the chief")
@@ -222,7 +222,7 @@ public struct ParameterServerJob {
             if pushes != lastPushes {
                 (lastPushes, lastProgress) = (pushes, ProcessStatistics.now())
             } else if ProcessStatistics.now() - lastProgress > stallSeconds {
-                throw TandemError(.timeout, "no worker has pushed gradients for \(Int(stallSeconds)) s (\(pushes) of \(budget) pushes done): are the workers running? Their logs say why not")
+                throw TandemError(.timeout, "no worker has pushed gradients for \(wholeSeconds(stallSeconds)) s (\(pushes) of \(budget) pushes done): are the workers running? Their logs say why not")
             }
             guard pushes >= (epoch + 1) * stepsPerEpoch || pushes >= budget else { continue }
             for (i, client) in clients.enumerated().dropFirst() { _ = try status(client, index: i, checkpointDirectory: options.checkpointDirectory) }  // every ps still there
@@ -295,7 +295,7 @@ public struct ParameterServerJob {
                     _ = try client.call(.status, [])
                     return .done(())
                 } catch let error as TandemError where !error.message.contains("permissionDenied") {
-                    return .retry(TandemError(.timeout, "ps \(i) at \(client.address) did not answer within \(Int(timeoutSeconds)) s (\(error.message))"))
+                    return .retry(TandemError(.timeout, "ps \(i) at \(client.address) did not answer within \(wholeSeconds(timeoutSeconds)) s (\(error.message))"))
                 }
             }
         }

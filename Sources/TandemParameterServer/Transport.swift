@@ -297,7 +297,7 @@ final class ExchangeLink: @unchecked Sendable {
 
     func receive(timeoutSeconds: Double) throws -> [UInt8] {
         if arrived.wait(timeout: .now() + timeoutSeconds) == .timedOut {
-            throw TandemError(.timeout, "ps at \(address) did not answer within \(Int(timeoutSeconds)) s")
+            throw TandemError(.timeout, "ps at \(address) did not answer within \(wholeSeconds(timeoutSeconds)) s")
         }
         return try lock.withLock {
             if !replies.isEmpty { return replies.removeFirst() }

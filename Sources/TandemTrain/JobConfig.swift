@@ -128,7 +128,8 @@ public struct JobConfig: Codable, Sendable, Equatable {
             _ = try Loss(name: loss)
             optimizerSlots = try optimizer.makeOptimizer(parameterCount: 0).state.count
             // Before anything is allocated: each layer may be within bounds and the whole still beyond the machine.
-            try model.checkFitsInMemory(maxBatchSize: training.batchSize, optimizerSlots: optimizerSlots)
+            // Each reduction group beyond the first has a gradient arena of its own.
+            try model.checkFitsInMemory(maxBatchSize: training.batchSize, optimizerSlots: optimizerSlots + (training.reductionGroups ?? 1) - 1)
         } catch let error as TandemError {
             throw TandemError(error.code == .resources ? .resources : .badConfig, "\(path): \(error.message)")
         }

@@ -36,6 +36,10 @@ struct Evaluate: ParsableCommand {
 
     @OptionGroup var compute: ComputeOptions
 
+    func validate() throws {
+        try validateWait(timeout, flag: "--timeout", minimum: 0.1)
+    }
+
     func run() throws {
         _ = compute.apply()
         switch (checkpoint, watch) {
@@ -89,7 +93,7 @@ struct Evaluate: ParsableCommand {
                 if result.epoch >= result.of { return }
             }
             guard ProcessStatistics.now() - lastNews < timeout else {
-                throw TandemError(.timeout, "\(folder): no new checkpoint for \(Int(timeout)) s (evaluated \(evaluated.count)); is the training job running?")
+                throw TandemError(.timeout, "\(folder): no new checkpoint for \(wholeSeconds(timeout)) s (evaluated \(evaluated.count)); is the training job running?")
             }
             Thread.sleep(forTimeInterval: 0.25)
         }

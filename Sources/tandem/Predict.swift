@@ -29,6 +29,10 @@ struct Predict: ParsableCommand {
 
     @OptionGroup var compute: ComputeOptions
 
+    func validate() throws {
+        guard top >= 1 else { throw ValidationError("--top must be at least 1, found \(top)") }
+    }
+
     func run() throws {
         _ = compute.apply()
         guard !inputs.isEmpty else { throw TandemError(.usage, "give at least one PNG or CSV file to predict") }
@@ -62,7 +66,7 @@ struct Predict: ParsableCommand {
 
     private func describe(_ output: [Float], classNames: [String]?) -> String {
         guard output.count > 1 else { return fixed(Double(output[0]), 4) }
-        let ranked = output.indices.sorted { output[$0] > output[$1] }.prefix(max(top, 1))
+        let ranked = output.indices.sorted { output[$0] > output[$1] }.prefix(top)
         return ranked.map { index in
             let name = classNames.flatMap { index < $0.count ? $0[index] : nil } ?? "class \(index)"
             return "\(name) (\(fixed(Double(output[index]), 3)))"

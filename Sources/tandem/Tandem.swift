@@ -22,8 +22,12 @@ struct ComputeOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Log what is loaded and where (to stderr).")
     var verbose = false
 
+    func validate() throws {
+        guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256, found \(threads)") }
+    }
+
     func apply() -> Logger {
-        setBLASThreads(max(threads, 1))
+        setBLASThreads(threads)
         let level: Logger.Level = verbose ? .info : .notice
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -38,3 +42,10 @@ extension ProgressReporter.Style: ExpressibleByArgument {}
 
 func megabytes(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
 func fixed(_ value: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", value) }
+
+/// Checks a flag that is a number of seconds to wait: finite, and between `minimum` and a year.
+func validateWait(_ seconds: Double, flag: String, minimum: Double = 0) throws {
+    guard seconds.isFinite, seconds >= minimum, seconds <= maximumWaitSeconds else {
+        throw ValidationError("\(flag) must be a number of seconds from \(wholeSeconds(minimum)) to \(wholeSeconds(maximumWaitSeconds)), found \(seconds)")
+    }
+}

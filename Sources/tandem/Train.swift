@@ -90,6 +90,8 @@ struct Train: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
+        try validateWait(stallTimeout, flag: "--stall-timeout")
+        guard (1...1_000_000).contains(keep) else { throw ValidationError("--keep must be between 1 and 1000000, found \(keep)") }
         let cores = ProcessInfo.processInfo.activeProcessorCount
         guard replicas.count <= ReplicaCount.maximum(cores: cores) else {
             throw ValidationError("--replicas \(replicas.count) is far beyond this machine's \(cores) cores: each replica is a thread with its own batch buffers that waits on every other at each step; use at most \(ReplicaCount.maximum(cores: cores)) (\(ReplicaCount.perCore) per core), or more processes on more machines")
