@@ -49,7 +49,7 @@ import Testing
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let path = try directory.write("t.csv", text: "a,b\n1,2\n")
-        expectTandemError(.badConfig, mentioning: [path, "\"label\"", "a, b"]) { _ = try CSVReader.read(path: path, targetColumn: "label") }
+        expectTandemError(.badConfig, mentioning: [path, "\"label\"", "\"a\", \"b\""]) { _ = try CSVReader.read(path: path, targetColumn: "label") }
         expectTandemError(.badConfig, mentioning: [path, "\"5\""]) { _ = try CSVReader.read(path: path, targetColumn: "5") }
     }
 

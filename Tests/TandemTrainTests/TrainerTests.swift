@@ -181,7 +181,7 @@ import Testing
         // Labels go up to 2 but the model has 2 outputs.
         let narrow = classificationConfig().replacingOccurrences(of: #"{ "units": 3, "activation": "softmax" }"#,
                                                                   with: #"{ "units": 2, "activation": "softmax" }"#)
-        expectTandemError(.badInput, mentioning: ["labels up to 2", "2 outputs"]) { _ = try Self.trainer(directory, config: narrow) }
+        expectTandemError(.badInput, mentioning: ["has label 2.0", "only 2 outputs"]) { _ = try Self.trainer(directory, config: narrow) }
         // Missing training data names the file it looked for.
         let absent = classificationConfig().replacingOccurrences(of: #""train": "train.csv""#, with: #""train": "absent.csv""#)
         expectTandemError(.io, mentioning: [directory.file("absent.csv")]) { _ = try Self.trainer(directory, config: absent) }
