@@ -6,7 +6,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "tandem", targets: ["tandem"]),
-        .library(name: "TandemTrain", targets: ["TandemTrain"]),
+        // What a package depends on: `import Tandem`.
+        .library(name: "Tandem", targets: ["Tandem"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -26,20 +27,23 @@ let package = Package(
         .target(name: "TandemCore", dependencies: ["CBLAS"]),
         .target(name: "TandemNN", dependencies: ["TandemCore", "CBLAS"]),
         .target(name: "TandemData", dependencies: ["TandemCore", "CZlib", "CPNG", "CPrefetch"]),
+        // Communicators (MPI ranks, replica threads, the single process), the fixed-tree sum, the stall inspector:
+        // bytes and ranks, nothing about models.
+        .target(name: "TandemCollectives", dependencies: ["TandemCore", "CMPI", "CAffinity"]),
         .target(name: "TandemTrain", dependencies: [
-            "TandemCore", "TandemNN", "TandemData",
+            "TandemCore", "TandemNN", "TandemData", "TandemCollectives",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "TandemDistributed", dependencies: ["TandemTrain", "TandemCore", "CMPI", "CAffinity"]),
         .target(name: "TandemParameterServer", dependencies: [
-            "TandemTrain", "TandemCore", "TandemNN", "TandemData",
+            "TandemTrain", "TandemCollectives", "TandemCore", "TandemNN", "TandemData",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        .target(name: "Tandem", dependencies: ["TandemCore", "TandemNN", "TandemData", "TandemCollectives", "TandemTrain"]),
         .executableTarget(name: "tandem", dependencies: [
-            "TandemCore", "TandemNN", "TandemData", "TandemTrain", "TandemDistributed", "TandemParameterServer",
+            "TandemCore", "TandemNN", "TandemData", "TandemTrain", "TandemCollectives", "TandemParameterServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -57,7 +61,7 @@ let package = Package(
         .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore"]),
         .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore", "TandemTestSupport"]),
         .testTarget(name: "TandemTrainTests", dependencies: ["TandemTrain", "TandemNN", "TandemData", "TandemCore", "TandemTestSupport"]),
-        .testTarget(name: "TandemDistributedTests", dependencies: ["TandemDistributed", "TandemTrain", "TandemCore"]),
+        .testTarget(name: "TandemCollectivesTests", dependencies: ["TandemCollectives", "TandemTrain", "TandemCore"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TandemData", "TandemTrain", "TandemTestSupport"], exclude: ["Scripts"]),
     ]
 )

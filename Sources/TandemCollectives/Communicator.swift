@@ -1,5 +1,23 @@
 import TandemCore
 
+/// Where a replica is within a step: what the stall inspector reports for a replica that stopped answering, and
+/// the spans of the step timeline.
+public enum StepPhase: UInt8, CaseIterable, Sendable {
+    case dataWait, forward, backward, reduction, apply, checkpoint, evaluation
+
+    public var name: String {
+        switch self {
+        case .dataWait: return "data wait"
+        case .forward: return "forward"
+        case .backward: return "backward"
+        case .reduction: return "gradient reduction"
+        case .apply: return "optimizer apply"
+        case .checkpoint: return "checkpoint"
+        case .evaluation: return "evaluation"
+        }
+    }
+}
+
 /// What the training loop needs from the replicas it trains with. The trainer only ever talks to this protocol: the
 /// single-process implementation is below, MPI ranks and thread replicas live in TandemDistributed.
 public protocol Communicator: AnyObject {
@@ -22,7 +40,7 @@ public protocol Communicator: AnyObject {
     /// same bit for bit however the summands are spread over processes and threads (MPI_Allreduce fixes no order).
     func treeAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
     /// Where this replica is (for the stall inspector): called at every phase of every step, so it must be cheap.
-    func noteProgress(step: Int, phase: Timeline.Phase)
+    func noteProgress(step: Int, phase: StepPhase)
     /// Lets rank 0's metrics file record stalls.
     func observeStalls(_ observer: @escaping @Sendable ([String: Any]) -> Void)
     /// Replaces `buffer` on every replica with the root's.
@@ -49,6 +67,7 @@ public final class LocalCommunicator: Communicator {
 /// A failure every replica knows about, so each can stop cleanly instead of aborting the others: rank 0 reports it.
 public struct AgreedFailure: Error, CustomStringConvertible {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }
 
@@ -66,7 +85,7 @@ extension Communicator {
 
     public var agreementFields: [(name: String, value: String)] { [] }
 
-    public func noteProgress(step: Int, phase: Timeline.Phase) {}
+    public func noteProgress(step: Int, phase: StepPhase) {}
 
     public func observeStalls(_ observer: @escaping @Sendable ([String: Any]) -> Void) {}
 

@@ -2,7 +2,6 @@ import CMPI
 import Foundation
 import Synchronization
 import TandemCore
-import TandemTrain
 
 /// One MPI rank of MPI_COMM_WORLD as a `Communicator`: with StallInspector.swift, the only code that talks to MPI.
 ///
@@ -189,7 +188,7 @@ public final class MPICommunicator: Communicator {
         exit(code)
     }
 
-    public func noteProgress(step: Int, phase: Timeline.Phase) { stallInspector.note(step: step, phase: phase) }
+    public func noteProgress(step: Int, phase: StepPhase) { stallInspector.note(step: step, phase: phase) }
 
     public func observeStalls(_ observer: @escaping @Sendable ([String: Any]) -> Void) { stallInspector.observer = observer }
 

@@ -1,7 +1,6 @@
 import Foundation
 import Synchronization
 import TandemCore
-import TandemTrain
 
 /// The meeting point of the replica threads of one process: a reusable barrier that gives up with a message naming
 /// the replicas that did not arrive (or the one that failed), and the shared slots the collectives exchange through.
@@ -89,7 +88,7 @@ final class ReplicaGroup: @unchecked Sendable {
             if !condition.wait(until: deadline) && generation.load(ordering: .acquiring) == myGeneration && failure == nil {
                 // Plain reads of the other replicas' progress: a stale value only makes the message a step old.
                 let missing = (0..<count).filter { arrivedIn[$0] != myGeneration }.map { r in
-                    "replica \(r) (last at step \(steps[r]), \(Timeline.Phase(rawValue: phases[r])?.name ?? "starting"))"
+                    "replica \(r) (last at step \(steps[r]), \(StepPhase(rawValue: phases[r])?.name ?? "starting"))"
                 }.joined(separator: ", ")
                 failure = "stall: \(missing) did not reach the exchange of step \(steps[replica]) within \(wholeSeconds(timeoutSeconds)) s"
                 failed.store(true, ordering: .releasing)

@@ -2,7 +2,6 @@ import CMPI
 import Foundation
 import Synchronization
 import TandemCore
-import TandemTrain
 
 public enum StallAction: String, CaseIterable, Sendable {
     case abort, warn
@@ -56,7 +55,7 @@ final class StallInspector: @unchecked Sendable {
         thread.start()
     }
 
-    @inline(__always) func note(step: Int, phase: Timeline.Phase) {
+    @inline(__always) func note(step: Int, phase: StepPhase) {
         self.step.store(step, ordering: .relaxed)
         self.phase.store(Int(phase.rawValue), ordering: .relaxed)
     }
@@ -139,13 +138,13 @@ final class StallInspector: @unchecked Sendable {
             // Every rank finished the previous step's exchange (rank 0 did), so a late report still bounds the step.
             let described = behind.map { r -> String in
                 let report = reports[r]
-                let phaseName = Timeline.Phase(rawValue: UInt8(clamping: report.phase))?.name ?? "starting"
+                let phaseName = StepPhase(rawValue: UInt8(clamping: report.phase))?.name ?? "starting"
                 let doing = report.step >= myStep - 1 ? "last heard in step \(report.step), \(phaseName)"
                     : "it finished step \(myStep - 1)'s exchange, last heard in step \(report.step), \(phaseName)"
                 return "rank \(r) (\(doing); silent for \(fixed(now - report.heard)) s)"
             }
             record["missing"] = behind.map { r in
-                ["rank": r, "step": reports[r].step, "phase": Timeline.Phase(rawValue: UInt8(clamping: reports[r].phase))?.name ?? "starting",
+                ["rank": r, "step": reports[r].step, "phase": StepPhase(rawValue: UInt8(clamping: reports[r].phase))?.name ?? "starting",
                  "seconds_since_report": now - reports[r].heard] as [String: Any]
             }
             text = "stall: the \(what) of step \(myStep) has waited \(fixed(waited)) s for "

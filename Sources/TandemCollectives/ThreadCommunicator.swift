@@ -1,7 +1,6 @@
 import CAffinity
 import Foundation
 import TandemCore
-import TandemTrain
 
 /// One of N replica threads of a process as a `Communicator`. Collectives go through shared memory without copies
 /// through MPI: for an all-reduce each thread sums its 1/N chunk of the buffer across all replicas and writes the
@@ -67,7 +66,7 @@ public final class ThreadCommunicator: Communicator {
         try group.wait(replica: local)
     }
 
-    public func noteProgress(step: Int, phase: Timeline.Phase) {
+    public func noteProgress(step: Int, phase: StepPhase) {
         group.steps[local] = step
         group.phases[local] = phase.rawValue
         if local == 0 { process?.noteProgress(step: step, phase: phase) }

@@ -1,3 +1,4 @@
+import TandemCollectives
 import TandemCore
 import TandemData
 import TandemNN

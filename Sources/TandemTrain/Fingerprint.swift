@@ -1,4 +1,5 @@
 import Foundation
+import TandemCollectives
 import TandemCore
 import TandemNN
 

@@ -1,4 +1,5 @@
 import Foundation
+import TandemCollectives
 import TandemCore
 
 /// A replica's step timeline (Horovod's timeline): spans recorded into buffers allocated once per epoch's worth of
@@ -6,21 +7,8 @@ import TandemCore
 /// the file in Perfetto or chrome://tracing; one track per replica). Off by default; when off, the trainer does not
 /// even read the clock.
 public final class Timeline {
-    public enum Phase: UInt8, CaseIterable, Sendable {
-        case dataWait, forward, backward, reduction, apply, checkpoint, evaluation
-
-        public var name: String {
-            switch self {
-            case .dataWait: return "data wait"
-            case .forward: return "forward"
-            case .backward: return "backward"
-            case .reduction: return "gradient reduction"
-            case .apply: return "optimizer apply"
-            case .checkpoint: return "checkpoint"
-            case .evaluation: return "evaluation"
-            }
-        }
-    }
+    /// The phases of a step (defined with the collectives, whose stall inspector reports them).
+    public typealias Phase = StepPhase
 
     private let capacity: Int
     private let phases: UnsafeMutablePointer<UInt8>

@@ -1,4 +1,5 @@
 import Foundation
+import TandemCollectives
 import TandemCore
 import TandemData
 import TandemNN
@@ -398,8 +399,3 @@ public final class Trainer {
     }
 }
 
-/// A value handed to another thread when the code around it guarantees the two never use it at once.
-public struct UncheckedSendable<Value>: @unchecked Sendable {
-    public let value: Value
-    public init(_ value: Value) { self.value = value }
-}

@@ -4,8 +4,9 @@ import Logging
 import TandemCore
 import TandemTrain
 
-struct Tandem: ParsableCommand {
+struct TandemCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "tandem",
         abstract: "Data-parallel training of dense networks on CPUs.",
         discussion: """
             Train on one process, on several MPI ranks (mpirun -np N tandem train CONFIG), or read what a checkpoint holds. Configs for the reference workloads are in configs/.

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TandemCore
-import TandemDistributed
+import TandemCollectives
 import TandemParameterServer
 import TandemTrain
 

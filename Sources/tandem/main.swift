@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TandemCollectives
 import TandemCore
 import TandemTrain
 
@@ -9,7 +10,7 @@ BLASKernelChoice.reexecIfBetterKernelsExist()
 // Every expected failure (bad file, bad field, diverged loss, timeout) is one line and exit status 1; only
 // argument errors take swift-argument-parser's usage path.
 do {
-    var command = try Tandem.parseAsRoot()
+    var command = try TandemCommand.parseAsRoot()
     try command.run()
 } catch let error as TandemError {
     FileHandle.standardError.write(Data("tandem: error: \(error.message)\n".utf8))
@@ -18,5 +19,5 @@ do {
     FileHandle.standardError.write(Data("tandem: error: \(error.message)\n".utf8))
     exit(1)
 } catch {
-    Tandem.exit(withError: error)
+    TandemCommand.exit(withError: error)
 }

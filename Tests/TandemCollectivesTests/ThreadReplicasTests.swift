@@ -1,6 +1,6 @@
 import Foundation
 import TandemCore
-import TandemDistributed
+import TandemCollectives
 import TandemTrain
 import Testing
 
