@@ -58,7 +58,7 @@ let package = Package(
         .executableTarget(name: "FuzzReaders", dependencies: ["TandemCore", "TandemData", "TandemNN", "TandemTrain", "TandemTestSupport"],
                           path: "Tests/FuzzReaders"),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
-        .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore"]),
+        .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore", "TandemTestSupport"]),
         .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore", "TandemTestSupport"]),
         .testTarget(name: "TandemTrainTests", dependencies: ["TandemTrain", "TandemNN", "TandemData", "TandemCore", "TandemTestSupport"]),
         .testTarget(name: "TandemCollectivesTests", dependencies: ["TandemCollectives", "TandemTrain", "TandemCore"]),

@@ -1,37 +1,57 @@
 import TandemCore
 
-/// A fully connected layer y = activation(x · W + b). It owns no storage: its kernel [in, out] and bias [out] are
-/// views into the model's parameter arena, and the same offsets address its gradients in the gradient arena.
-public struct Dense: Sendable {
-    public let name: String
-    public let inputSize: Int
+/// A fully connected layer y = activation(x · W + b) on a flat input, as Keras's `Dense`: its kernel [in, out] and
+/// bias [out] are views into the model's parameter arena.
+///
+/// ```swift
+/// Dense(50, activation: .tanh)
+/// ```
+public final class Dense: Layer, @unchecked Sendable {
     public let outputSize: Int
     public let activation: Activation
-    public let kernel: ArenaView
-    public let bias: ArenaView
+    // Set once by `build`, before any forward; read-only afterwards (hence @unchecked Sendable).
+    public private(set) var inputSize = 0
+    public private(set) var kernel = ArenaView(name: "kernel", offset: 0, shape: [0, 0])
+    public private(set) var bias = ArenaView(name: "bias", offset: 0, shape: [0])
 
-    public init(name: String, inputSize: Int, outputSize: Int, activation: Activation, offset: Int) {
-        self.name = name
-        self.inputSize = inputSize
-        self.outputSize = outputSize
+    /// A layer of `units` outputs; its input size comes from the layer before it when the model is built.
+    public init(_ units: Int, activation: Activation = .identity) {
+        outputSize = units
         self.activation = activation
-        kernel = ArenaView(name: "\(name)/kernel", offset: offset, shape: [inputSize, outputSize])
-        bias = ArenaView(name: "\(name)/bias", offset: offset + inputSize * outputSize, shape: [outputSize])
     }
 
-    public var parameterCount: Int { kernel.count + bias.count }
+    public var specification: ModelSpec.Layer { ModelSpec.Layer(units: outputSize, activation: activation) }
+
+    public func build(name: String, inputShape: [Int], parameterOffset: Int) throws -> [Int] {
+        guard inputShape.count == 1, let inputs = inputShape.first, inputs > 0 else {
+            throw TandemError(.badConfig, "\(name) (Dense) expects a flat input [features], found \(inputShape); add Flatten() before it")
+        }
+        guard outputSize > 0, outputSize <= ModelSpec.maximumUnits else {
+            throw TandemError(.badConfig, "\(name) (Dense): units must be between 1 and \(ModelSpec.maximumUnits), found \(outputSize)")
+        }
+        inputSize = inputs
+        kernel = ArenaView(name: "\(name)/kernel", offset: parameterOffset, shape: [inputSize, outputSize])
+        bias = ArenaView(name: "\(name)/bias", offset: parameterOffset + inputSize * outputSize, shape: [outputSize])
+        return [outputSize]
+    }
+
+    public var parameterViews: [ArenaView] { [kernel, bias] }
+
+    /// Glorot-uniform kernel, zero bias (Keras's defaults).
+    public func initializeParameters(_ parameters: UnsafeMutablePointer<Float>, generator: inout SeededGenerator) {
+        let values = Tensor.glorotUniform(fanIn: inputSize, fanOut: outputSize, generator: &generator)
+        values.scalars.withUnsafeBufferPointer { (parameters + kernel.offset).update(from: $0.baseAddress!, count: $0.count) }
+    }
 
     /// output = activation(input · W + b) for `rows` rows.
-    @inline(__always)
     public func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, rows: Int) {
         gemm(.none, .none, m: rows, n: outputSize, k: inputSize, a: input, lda: inputSize,
              b: parameters + kernel.offset, ldb: outputSize, beta: 0, c: output, ldc: outputSize)
         biasActivationForward(output, bias: parameters + bias.offset, rows: rows, columns: outputSize, activation: activation)
     }
 
-    /// Given dOutput (the loss gradient w.r.t. this layer's output, overwritten with dZ), accumulates dW and db into
-    /// `gradients` and, when `dInput` is given, writes the gradient w.r.t. the input.
-    @inline(__always)
+    /// Given dOutput (overwritten with dZ), accumulates dW and db into `gradients` and, when `dInput` is given,
+    /// writes the gradient w.r.t. the input.
     public func backward(
         parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
         input: UnsafePointer<Float>, output: UnsafePointer<Float>, dOutput: UnsafeMutablePointer<Float>,

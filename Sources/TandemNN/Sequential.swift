@@ -1,7 +1,17 @@
 import TandemCore
 
-/// A stack of Dense layers over one parameter arena and one gradient arena of the same layout, with every
-/// activation buffer allocated once for `maxBatchSize` rows, so forward and backward never allocate.
+/// A stack of layers over one parameter arena and one gradient arena of the same layout, with every activation
+/// buffer allocated once for the largest batch, so forward and backward never allocate.
+///
+/// Built in code with a result builder, or from a config's ``ModelSpec`` — the same layers either way:
+///
+/// ```swift
+/// let model = try Sequential(inputSize: 784, seed: 1) {
+///     Dense(50, activation: .tanh)
+///     Dense(50, activation: .tanh)
+///     Dense(10, activation: .softmax)
+/// }
+/// ```
 ///
 /// The gradient arena has `statisticsSlots` extra floats after the parameters' gradients: the trainer puts the
 /// step's loss sum and hit count there, so one all-reduce of the arena also combines them, and every replica sees
@@ -9,55 +19,91 @@ import TandemCore
 public final class Sequential: @unchecked Sendable {
     public static let statisticsSlots = 2
 
-    public let spec: ModelSpec
-    public let layers: [Dense]
+    public let inputSize: Int
+    public let layers: [any Layer]
+    /// Each layer's output shape for one example.
+    public let outputShapes: [[Int]]
     public let parameterCount: Int
     public let parameters: FlatArena
     public let gradients: FlatArena
-    public let maxBatchSize: Int
+    /// The seed the parameters were initialized from (Glorot-uniform kernels in layer order).
+    public let seed: UInt64
+    /// The most rows one forward may take (grown by `reserve`, never per step).
+    public private(set) var maxBatchSize = 0
 
     /// outputs[l] is layer l's output; dOutputs[l] is the loss gradient w.r.t. it.
-    private let outputs: [FlatArena]
-    private let dOutputs: [FlatArena]
+    private var outputs: [FlatArena] = []
+    private var dOutputs: [FlatArena] = []
     private var lastInput: UnsafePointer<Float>?
     private var lastRows = 0
 
-    public init(spec: ModelSpec, seed: UInt64, maxBatchSize: Int) throws {
-        let validated = try spec.validated()
-        guard maxBatchSize >= 1 else { throw TandemError(.usage, "a model needs batches of at least 1 row, found \(maxBatchSize)") }
-        try spec.checkFitsInMemory(maxBatchSize: maxBatchSize, optimizerSlots: 0)
-        self.spec = spec
-        self.maxBatchSize = maxBatchSize
-        var layers: [Dense] = []
-        var offset = 0
-        var inputSize = spec.inputSize
-        for (index, layer) in validated.enumerated() {
-            let dense = Dense(name: ModelSpec.layerName(index), inputSize: inputSize, outputSize: layer.units,
-                              activation: layer.activation, offset: offset)
-            layers.append(dense)
-            offset += dense.parameterCount
-            inputSize = layer.units
+    /// Builds `layers` on inputs of `inputSize` features: checks every layer's input shape, lays their
+    /// parameters out in one arena and initializes them from `seed`. `maxBatchSize`: rows to allocate the
+    /// activation buffers for now (`fit` reserves what it needs).
+    public init(inputSize: Int, seed: UInt64 = 42, maxBatchSize: Int = 0, @LayerBuilder _ layers: () -> [any Layer]) throws {
+        let layers = layers()
+        guard inputSize > 0, inputSize <= ModelSpec.maximumWidth else {
+            throw TandemError(.badConfig, "model.input_size must be between 1 and \(ModelSpec.maximumWidth), found \(inputSize)")
         }
+        guard !layers.isEmpty else { throw TandemError(.badConfig, "model.layers is empty: a model needs at least one layer") }
+        for (index, layer) in layers.enumerated() where layer.activation == .softmax && index != layers.count - 1 {
+            throw TandemError(.badConfig, "model.layers[\(index)].activation: softmax is only supported on the last layer")
+        }
+        let spec = ModelSpec(inputSize: inputSize, layers: layers.map(\.specification))
+        try spec.checkFitsInMemory(maxBatchSize: max(maxBatchSize, 1), optimizerSlots: 0)
+        var shapes: [[Int]] = []
+        var shape = [inputSize]
+        var offset = 0
+        for (index, layer) in layers.enumerated() {
+            shape = try layer.build(name: ModelSpec.layerName(index), inputShape: shape, parameterOffset: offset)
+            shapes.append(shape)
+            offset += layer.parameterCount
+        }
+        self.inputSize = inputSize
         self.layers = layers
+        self.seed = seed
+        outputShapes = shapes
         parameterCount = offset
         parameters = FlatArena(count: offset)
         gradients = FlatArena(count: offset + Self.statisticsSlots)
-        outputs = layers.map { FlatArena(count: maxBatchSize * $0.outputSize) }
-        dOutputs = layers.map { FlatArena(count: maxBatchSize * $0.outputSize) }
-
         var generator = SeededGenerator(seed: seed, stream: 0x1417)
-        for layer in layers {
-            let kernel = Tensor.glorotUniform(fanIn: layer.inputSize, fanOut: layer.outputSize, generator: &generator)
-            kernel.scalars.withUnsafeBufferPointer { (parameters.base + layer.kernel.offset).update(from: $0.baseAddress!, count: $0.count) }
-        }
+        for layer in layers { layer.initializeParameters(parameters.base, generator: &generator) }
+        try reserve(maxBatchSize: maxBatchSize)
     }
 
-    public var inputSize: Int { spec.inputSize }
-    public var outputSize: Int { layers.last!.outputSize }
+    /// The model a config describes (`spec.validated()` first, so every field problem names its field).
+    public convenience init(spec: ModelSpec, seed: UInt64, maxBatchSize: Int) throws {
+        _ = try spec.validated()
+        guard maxBatchSize >= 1 else { throw TandemError(.usage, "a model needs batches of at least 1 row, found \(maxBatchSize)") }
+        let layers = try spec.layers.enumerated().map { try $0.element.makeLayer(index: $0.offset) }
+        try self.init(inputSize: spec.inputSize, seed: seed, maxBatchSize: maxBatchSize) { layers }
+    }
+
+    /// A model of the same layers with its own arenas and buffers, holding a copy of these parameters: what
+    /// each replica of a strategy trains.
+    public func replica(maxBatchSize: Int) throws -> Sequential {
+        let copy = try Sequential(spec: spec, seed: seed, maxBatchSize: maxBatchSize)
+        copy.parameters.copy(from: parameters)
+        return copy
+    }
+
+    /// The model as a config describes it: stored in checkpoints, compared between replicas.
+    public var spec: ModelSpec { ModelSpec(inputSize: inputSize, layers: layers.map(\.specification)) }
+
+    /// Makes the activation buffers hold batches of `rows` rows (allocating only when that is more than before).
+    public func reserve(maxBatchSize rows: Int) throws {
+        guard rows > maxBatchSize else { return }
+        try spec.checkFitsInMemory(maxBatchSize: rows, optimizerSlots: 0)
+        maxBatchSize = rows
+        outputs = outputShapes.map { FlatArena(count: rows * $0.reduce(1, *)) }
+        dOutputs = outputShapes.map { FlatArena(count: rows * $0.reduce(1, *)) }
+    }
+
+    public var outputSize: Int { outputShapes.last!.reduce(1, *) }
     public var lastActivation: Activation { layers.last!.activation }
 
     /// Every named tensor of the model in arena order: what checkpoints store.
-    public var parameterViews: [ArenaView] { layers.flatMap { [$0.kernel, $0.bias] } }
+    public var parameterViews: [ArenaView] { layers.flatMap(\.parameterViews) }
 
     /// Runs the layers on `rows` rows of `input` ([rows, inputSize]) and returns the last layer's output. A softmax
     /// last layer returns logits here (the loss fuses the softmax); `predict` applies it.
@@ -67,8 +113,8 @@ public final class Sequential: @unchecked Sendable {
         lastInput = input
         lastRows = rows
         var current = input
-        for (index, layer) in layers.enumerated() {
-            layer.forward(parameters: parameters.base, input: current, output: outputs[index].base, rows: rows)
+        for index in layers.indices {
+            layers[index].forward(parameters: parameters.base, input: current, output: outputs[index].base, rows: rows)
             current = UnsafePointer(outputs[index].base)
         }
         return outputs[layers.count - 1].base

@@ -173,7 +173,8 @@ public final class Trainer {
         var plan = [(offset: Int, count: Int)?](repeating: nil, count: model.layers.count)
         var end = model.parameterCount + Sequential.statisticsSlots
         for index in stride(from: model.layers.count - 1, through: 0, by: -1) {
-            let start = model.layers[index].kernel.offset
+            // A layer without parameters (pooling, dropout) adds nothing to a bucket.
+            let start = model.layers[index].parameterViews.first?.offset ?? end
             if end - start >= minimumFloats || index == 0 {
                 plan[index] = (start, end - start)
                 end = start

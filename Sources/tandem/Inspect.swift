@@ -58,7 +58,9 @@ struct Inspect: ParsableCommand {
 
     private func describe(_ model: Sequential) {
         var shape = "\(model.inputSize)"
-        for layer in model.layers { shape += " → \(layer.outputSize) \(layer.activation.rawValue)" }
+        for (layer, output) in zip(model.layers, model.outputShapes) {
+            shape += " → \(output.count == 1 ? String(output[0]) : "\(output)") \(layer.activation.rawValue)"
+        }
         print("  model: \(shape)  (\(model.parameterCount) parameters, \(megabytes(model.parameterCount * 4)) as Float32)")
     }
 }

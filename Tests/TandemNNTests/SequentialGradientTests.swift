@@ -77,7 +77,7 @@ import Glibc
         let p = model.parameterArray
         var current = input.map(Double.init)
         var width = 5
-        for layer in model.layers {
+        for layer in model.denseLayers {
             var next = [Double](repeating: 0, count: rows * layer.outputSize)
             for r in 0..<rows {
                 for o in 0..<layer.outputSize {

@@ -1,6 +1,7 @@
 import Testing
 import TandemCore
 import TandemNN
+import TandemTestSupport
 
 @Suite struct SequentialLayoutTests {
     @Test func parameterViewsTileTheArenasInOrder() throws {
@@ -16,8 +17,8 @@ import TandemNN
         #expect(model.parameters.count == 39)
         #expect(model.gradients.count == 39 + Sequential.statisticsSlots)
         #expect(model.layers.map(\.parameterCount) == [24, 15])
-        #expect(model.layers.map(\.kernel) == [views[0], views[2]])
-        #expect(model.layers.map(\.bias) == [views[1], views[3]])
+        #expect(model.denseLayers.map(\.kernel) == [views[0], views[2]])
+        #expect(model.denseLayers.map(\.bias) == [views[1], views[3]])
         #expect(model.inputSize == 5 && model.outputSize == 3 && model.lastActivation == .relu)
     }
 
@@ -47,11 +48,11 @@ import TandemNN
 
     @Test func glorotInitialisationWithinBoundsAndZeroBiases() throws {
         let model = try Sequential(spec: spec(100, [(50, .tanh), (10, .softmax)]), seed: 42, maxBatchSize: 1)
-        for layer in model.layers {
+        for layer in model.denseLayers {
             let limit = (6 / Float(layer.inputSize + layer.outputSize)).squareRoot()
             let kernel = model.parameterArray[layer.kernel.offset..<layer.kernel.offset + layer.kernel.count]
-            #expect(kernel.allSatisfy { abs($0) <= limit }, "\(layer.name) exceeds ±\(limit)")
-            #expect(kernel.map(abs).max()! > 0.9 * limit, "\(layer.name) does not use its range")
+            #expect(kernel.allSatisfy { abs($0) <= limit }, "\(layer.kernel.name) exceeds ±\(limit)")
+            #expect(kernel.map(abs).max()! > 0.9 * limit, "\(layer.kernel.name) does not use its range")
             #expect(Set(kernel).count > kernel.count * 9 / 10)
             let mean = kernel.reduce(0.0) { $0 + Double($1) } / Double(kernel.count)
             #expect(abs(mean) < 0.1 * Double(limit))
@@ -67,8 +68,47 @@ import TandemNN
         let c = try Sequential(spec: spec(6, layers), seed: 8, maxBatchSize: 4)
         #expect(a.parameterArray.map(\.bitPattern) == b.parameterArray.map(\.bitPattern))
         #expect(a.parameterArray != c.parameterArray)
-        #expect(a.layers[0].kernel.count == 48)
+        #expect(a.denseLayers[0].kernel.count == 48)
         // The two layers' kernels are different draws, not the same numbers reused.
-        #expect(Array(a.parameterArray[0..<8]) != Array(a.parameterArray[a.layers[1].kernel.offset..<a.layers[1].kernel.offset + 8]))
+        #expect(Array(a.parameterArray[0..<8]) != Array(a.parameterArray[a.denseLayers[1].kernel.offset..<a.denseLayers[1].kernel.offset + 8]))
+    }
+
+    @Test func aModelBuiltInCodeIsTheModelItsConfigDescribes() throws {
+        let coded = try Sequential(inputSize: 784, seed: 3, maxBatchSize: 8) {
+            Dense(50, activation: .tanh)
+            Dense(50, activation: .tanh)
+            Dense(10, activation: .softmax)
+        }
+        let configured = try Sequential(spec: spec(784, [(50, .tanh), (50, .tanh), (10, .softmax)]), seed: 3, maxBatchSize: 8)
+        #expect(coded.spec == configured.spec)
+        #expect(coded.parameterViews == configured.parameterViews)
+        #expect(coded.parameterArray.map(\.bitPattern) == configured.parameterArray.map(\.bitPattern))
+        #expect(coded.outputShapes == [[50], [50], [10]])
+    }
+
+    @Test func aLayerThatDoesNotFitItsInputIsNamedWithBothShapes() throws {
+        final class ImageLayer: Layer, @unchecked Sendable {
+            var specification: ModelSpec.Layer { ModelSpec.Layer(units: 1, activation: .identity) }
+            var activation: Activation { .identity }
+            func build(name: String, inputShape: [Int], parameterOffset: Int) throws -> [Int] { [28, 28, 1] }
+            var parameterViews: [ArenaView] { [] }
+            func initializeParameters(_ parameters: UnsafeMutablePointer<Float>, generator: inout SeededGenerator) {}
+            func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, rows: Int) {}
+            func backward(parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+                          output: UnsafePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?,
+                          rows: Int, activationIsFused: Bool) {}
+        }
+        expectTandemError(.badConfig, mentioning: ["dense_1 (Dense)", "[28, 28, 1]", "Flatten"]) {
+            _ = try Sequential(inputSize: 784) {
+                ImageLayer()
+                Dense(10)
+            }
+        }
+        expectTandemError(.badConfig, mentioning: ["model.layers[0].activation", "softmax"]) {
+            _ = try Sequential(inputSize: 4) {
+                Dense(3, activation: .softmax)
+                Dense(2)
+            }
+        }
     }
 }

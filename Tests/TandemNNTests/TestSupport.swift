@@ -36,3 +36,8 @@ extension Sequential {
         }
     }
 }
+
+extension Sequential {
+    /// The layers as the Dense layers the tests build.
+    var denseLayers: [Dense] { layers.compactMap { $0 as? Dense } }
+}
