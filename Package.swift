@@ -41,9 +41,11 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
-        .target(name: "Tandem", dependencies: ["TandemCore", "TandemNN", "TandemData", "TandemCollectives", "TandemTrain"]),
+        // Strategies over the collectives: replica threads, MPI ranks and both.
+        .target(name: "TandemDistributed", dependencies: ["TandemTrain", "TandemCollectives", "TandemCore"]),
+        .target(name: "Tandem", dependencies: ["TandemCore", "TandemNN", "TandemData", "TandemCollectives", "TandemTrain", "TandemDistributed"]),
         .executableTarget(name: "tandem", dependencies: [
-            "TandemCore", "TandemNN", "TandemData", "TandemTrain", "TandemCollectives", "TandemParameterServer",
+            "Tandem", "TandemParameterServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -12,5 +12,6 @@
 @_exported import TandemCollectives
 @_exported import TandemCore
 @_exported import TandemData
+@_exported import TandemDistributed
 @_exported import TandemNN
 @_exported import TandemTrain

@@ -30,6 +30,8 @@ public final class Sequential: @unchecked Sendable {
     public let seed: UInt64
     /// The most rows one forward may take (grown by `reserve`, never per step).
     public private(set) var maxBatchSize = 0
+    /// The optimizer and loss `compile(optimizer:loss:metrics:)` chose, for `fit`.
+    public internal(set) var compilation: Compilation?
 
     /// outputs[l] is layer l's output; dOutputs[l] is the loss gradient w.r.t. it.
     private var outputs: [FlatArena] = []

@@ -12,57 +12,35 @@ public struct DataSource: Sendable {
     public let test: Examples?
     public let scaling: FeatureScaling
 
+    /// Loads the data a config describes (its `data` section), checks it against the model, holds out the
+    /// validation rows and fits the scaling on the training rows.
     public static func load(config: JobConfig, dataDirectoryOverride: String? = nil) throws -> DataSource {
-        let base = config.sourcePath.map { URL(fileURLWithPath: $0).deletingLastPathComponent().path } ?? "."
-        func resolve(_ name: String?, field: String, directory: String?) throws -> String {
-            guard let name else { throw TandemError(.badConfig, "\(config.sourcePath ?? "config"): missing field data.\(field)") }
-            if name.hasPrefix("/") { return name }
-            let folder = directory.map { $0.hasPrefix("/") ? $0 : base + "/" + $0 } ?? base
-            return folder + "/" + name
-        }
-        let train: Examples
-        let test: Examples?
-        switch config.data.format.lowercased() {
-        case "idx":
-            let directory = dataDirectoryOverride ?? config.data.dir ?? JobConfig.defaultFashionMNISTDirectory
-            let trainFiles = (try resolve(config.data.trainImages ?? "train-images-idx3-ubyte.gz", field: "train_images", directory: directory),
-                              try resolve(config.data.trainLabels ?? "train-labels-idx1-ubyte.gz", field: "train_labels", directory: directory))
-            let testFiles = (try resolve(config.data.testImages ?? "t10k-images-idx3-ubyte.gz", field: "test_images", directory: directory),
-                             try resolve(config.data.testLabels ?? "t10k-labels-idx1-ubyte.gz", field: "test_labels", directory: directory))
-            // gunzip is sequential, so the two sets are decoded side by side: start-up then costs the training set only.
-            let loaded = ConcurrentResults<Examples>(count: 2)
-            DispatchQueue.concurrentPerform(iterations: 2) { index in
-                let files = index == 0 ? trainFiles : testFiles
-                loaded.set(index, Result { try IDXReader.readLabelled(images: files.0, labels: files.1) })
-            }
-            train = try loaded.get(0)
-            test = try loaded.get(1)
-        default:
-            let directory = dataDirectoryOverride ?? config.data.dir
-            train = try CSVReader.read(path: try resolve(config.data.train, field: "train", directory: directory),
-                                       targetColumn: config.data.target).examples
-            test = try config.data.test.map {
-                try CSVReader.read(path: try resolve($0, field: "test", directory: directory), targetColumn: config.data.target).examples
-            }
-        }
-        try check(train, against: config, what: "training data")
-        if let test {
+        let dataset = try Dataset.load(config.data, relativeTo: config.sourcePath, dataDirectoryOverride: dataDirectoryOverride)
+        try check(dataset.train, against: config, what: "training data")
+        if let test = dataset.test {
             try check(test, against: config, what: "test data")
         }
-
-        let validationCount = Int((Double(train.count) * (config.data.validationSplit ?? 0)).rounded(.down))
-        let trainRows = (0..<Int32(train.count - validationCount)).map { $0 }
-        let validationRows = (Int32(train.count - validationCount)..<Int32(train.count)).map { $0 }
-        let scaling: FeatureScaling
-        switch config.data.scaling ?? (config.data.format.lowercased() == "idx" ? "unit" : "none") {
-        case "unit": scaling = .unit(features: train.featureCount)
-        case "standardize": scaling = .standardized(on: train, rows: trainRows)
-        default: scaling = .identity(features: train.featureCount)
-        }
-        return DataSource(train: train, trainRows: trainRows, validationRows: validationRows, test: test, scaling: scaling)
+        return DataSource(dataset, validationSplit: config.data.validationSplit ?? 0)
     }
 
-    private static func check(_ examples: Examples, against config: JobConfig, what: String) throws {
+    /// `dataset` with the last `validationSplit` of its training rows held out (Keras's validation_split) and its
+    /// scaling fitted on the remaining training rows.
+    public init(_ dataset: Dataset, validationSplit: Double) {
+        let train = dataset.train
+        let validationCount = Int((Double(train.count) * min(max(validationSplit, 0), 1)).rounded(.down))
+        trainRows = (0..<Int32(train.count - validationCount)).map { $0 }
+        validationRows = (Int32(train.count - validationCount)..<Int32(train.count)).map { $0 }
+        switch dataset.scaling {
+        case .unit: scaling = .unit(features: train.featureCount)
+        case .standardize: scaling = .standardized(on: train, rows: trainRows)
+        case .none: scaling = .identity(features: train.featureCount)
+        }
+        self.train = train
+        test = dataset.test
+    }
+
+    /// Checks `examples` against the job's model and loss: feature count, and class labels that index its outputs.
+    public static func check(_ examples: Examples, against config: JobConfig, what: String) throws {
         guard examples.featureCount == config.model.inputSize else {
             throw TandemError(.badInput, "\(what) has \(examples.featureCount) features per example but model.input_size is \(config.model.inputSize)")
         }

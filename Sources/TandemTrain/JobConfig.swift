@@ -23,6 +23,14 @@ public struct JobConfig: Codable, Sendable, Equatable {
         public var validationSplit: Double?
         public var prefetch: Bool?
 
+        /// A data section naming `format` ("idx", "csv"; "memory" for data handed to `fit` in code) and `dir`.
+        public init(format: String, dir: String? = nil, scaling: String? = nil, validationSplit: Double? = nil) {
+            self.format = format
+            self.dir = dir
+            self.scaling = scaling
+            self.validationSplit = validationSplit
+        }
+
         enum CodingKeys: String, CodingKey {
             case format, dir, trainImages = "train_images", trainLabels = "train_labels"
             case testImages = "test_images", testLabels = "test_labels", train, test, target, scaling
@@ -44,6 +52,13 @@ public struct JobConfig: Codable, Sendable, Equatable {
         /// Parameter-server jobs: a worker more than this many steps ahead of the slowest live worker waits for it
         /// (stale synchronous parallel; 0 = synchronous). nil: fully asynchronous.
         public var maxStaleness: Int?
+
+        public init(batchSize: Int, epochs: Int, seed: UInt64? = nil, reductionGroups: Int? = nil) {
+            self.batchSize = batchSize
+            self.epochs = epochs
+            self.seed = seed
+            self.reductionGroups = reductionGroups
+        }
 
         enum CodingKeys: String, CodingKey {
             case batchSize = "batch_size", epochs, seed, scaleLearningRate = "scale_learning_rate", warmupEpochs = "warmup_epochs"
@@ -76,6 +91,16 @@ public struct JobConfig: Codable, Sendable, Equatable {
     }
 
     public static let defaultFashionMNISTDirectory = "/usr/share/datasets/fashion-mnist"
+
+    /// A job described in code (what `fit` builds from a compiled model); `validate(path:)` checks it.
+    public init(name: String?, data: DataSection, model: ModelSpec, loss: String, optimizer: OptimizerSpec, training: TrainingSection) {
+        self.name = name
+        self.data = data
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.training = training
+    }
 
     /// Loads and checks a job config; every problem is reported as one line naming the file and the field.
     public static func load(path: String) throws -> JobConfig {
@@ -113,7 +138,7 @@ public struct JobConfig: Codable, Sendable, Equatable {
         if let warmup = training.warmupEpochs, !(0...Double(Self.maximumEpochs)).contains(warmup) {
             throw fail("training.warmup_epochs", "must be between 0 and \(Self.maximumEpochs), found \(warmup)")
         }
-        guard ["idx", "csv"].contains(data.format.lowercased()) else {
+        guard ["idx", "csv"].contains(data.format.lowercased()) || (data.format == "memory" && sourcePath == nil) else {
             throw fail("data.format", "must be \"idx\" or \"csv\", found \"\(data.format)\"")
         }
         if let split = data.validationSplit, !(0..<1).contains(split) {

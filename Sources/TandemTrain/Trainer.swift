@@ -92,7 +92,9 @@ public final class Trainer {
     /// Per-step all-reduce durations of the current epoch, allocated once.
     private let allreduceTimes: UnsafeMutableBufferPointer<Double>
 
-    public init(config: JobConfig, data: DataSource, communicator: Communicator = LocalCommunicator()) throws {
+    /// One replica's trainer for `config`'s job on `data`. `startingFrom`: a model of the same layers whose
+    /// parameters to start from (a model built and compiled in code) instead of the config's seed.
+    public init(config: JobConfig, data: DataSource, communicator: Communicator = LocalCommunicator(), startingFrom start: Sequential? = nil) throws {
         self.config = config
         self.data = data
         self.communicator = communicator
@@ -102,6 +104,12 @@ public final class Trainer {
             examples: data.train, rows: data.trainRows, scaling: data.scaling, globalBatchSize: globalBatch,
             shard: (communicator.size, communicator.rank), seed: config.seed, prefetches: config.data.prefetch ?? true)
         model = try Sequential(spec: config.model, seed: config.seed, maxBatchSize: pipeline.perShardBatchSize)
+        if let start {
+            guard start.spec == model.spec else {
+                throw TandemError(.usage, "the model to start from (\(start.spec.layers.count) layers, \(start.parameterCount) parameters) is not the job's model (\(model.parameterCount) parameters)")
+            }
+            model.parameters.copy(from: start.parameters)
+        }
         optimizer = try config.optimizer.makeOptimizer(parameterCount: model.parameterCount)
         if model.lastActivation == .softmax && !loss.fusesSoftmax {
             throw TandemError(.badConfig, "\(config.sourcePath ?? "config"): a softmax output layer needs loss sparse_categorical_crossentropy, not \(loss.rawValue)")

@@ -7,15 +7,16 @@ import TandemNN
 public enum TrainingState {
     public static let version = "0.1.0"
 
-    /// Captures parameters and optimizer state; `epoch` is the number of completed epochs.
+    /// Captures parameters and optimizer state (none without an optimizer: parameters for evaluation and
+    /// prediction only); `epoch` is the number of completed epochs.
     /// `scaling` is stored too, so `predict` and `evaluate` feed inputs exactly as training did.
-    public static func checkpoint(model: Sequential, optimizer: Optimizer, epoch: Int, seed: UInt64, config: JobConfig?,
+    public static func checkpoint(model: Sequential, optimizer: Optimizer?, epoch: Int, seed: UInt64, config: JobConfig?,
                                   scaling: FeatureScaling? = nil) -> Checkpoint {
         var entries: [Checkpoint.Entry] = model.parameterViews.map { view in
             Checkpoint.Entry(name: view.name, shape: view.shape,
                              values: Array(UnsafeBufferPointer(start: model.parameters.base + view.offset, count: view.count)))
         }
-        for (stateName, arena) in optimizer.state {
+        for (stateName, arena) in optimizer?.state ?? [] {
             for view in model.parameterViews {
                 entries.append(Checkpoint.Entry(name: "optimizer/\(stateName)/\(view.name)", shape: view.shape,
                                                 values: Array(UnsafeBufferPointer(start: arena.base + view.offset, count: view.count))))
@@ -25,7 +26,7 @@ public enum TrainingState {
             entries.append(Checkpoint.Entry(name: scaleName, shape: [scaling.scale.count], values: scaling.scale))
             entries.append(Checkpoint.Entry(name: shiftName, shape: [scaling.shift.count], values: scaling.shift))
         }
-        return Checkpoint(entries: entries, metadata: metadata(model: model.spec, epoch: epoch, step: optimizer.iterations,
+        return Checkpoint(entries: entries, metadata: metadata(model: model.spec, epoch: epoch, step: optimizer?.iterations ?? 0,
                                                                seed: seed, config: config))
     }
 

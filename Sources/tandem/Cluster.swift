@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
-import TandemCore
-import TandemTrain
+import Tandem
 
 struct Cluster: ParsableCommand {
     static let configuration = CommandConfiguration(

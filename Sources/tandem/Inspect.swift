@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
-import TandemCore
-import TandemNN
-import TandemTrain
+import Tandem
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,9 +1,6 @@
 import ArgumentParser
 import Foundation
-import TandemCore
-import TandemData
-import TandemNN
-import TandemTrain
+import Tandem
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(

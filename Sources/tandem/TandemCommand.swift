@@ -1,8 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
-import TandemCore
-import TandemTrain
+import Tandem
 
 struct TandemCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

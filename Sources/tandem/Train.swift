@@ -1,10 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
-import TandemCore
-import TandemCollectives
+import Tandem
 import TandemParameterServer
-import TandemTrain
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -100,19 +98,24 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let log = compute.apply()
-        let mpi = MPICommunicator.isLaunchedByMPI
-            ? try MPICommunicator(stallTimeoutSeconds: stallTimeout, stallAction: stallAction, wireType: allreduceDtype) : nil
+        // Started by mpirun or srun: MPI ranks (× --replicas threads each); otherwise --replicas threads or one replica.
+        let strategy = try Strategies.fromEnvironment(replicas: replicas.count, stallTimeoutSeconds: stallTimeout,
+                                                      stallAction: stallAction, wireType: allreduceDtype)
         do {
-            try train(mpi: mpi, log: log)
-            mpi?.finalize()
+            try train(strategy: strategy, log: log)
+            strategy.finish()
         } catch {
-            guard let mpi, mpi.size > 1 else { throw error }
-            try stopJob(after: error, mpi: mpi)
+            guard let ranks = strategy as? MultiWorkerMirroredStrategy, ranks.process.size > 1 else { throw error }
+            let ending = ranks.ending(after: error)
+            if let report = ending.report { FileHandle.standardError.write(Data("tandem: error: \(report)\n".utf8)) }
+            if ending.abortJob { ranks.process.abort() }
+            ranks.finish()
+            throw ExitCode(1)
         }
     }
 
-    private func train(mpi: MPICommunicator?, log: Logger) throws {
-        let process: Communicator = mpi ?? LocalCommunicator()
+    private func train(strategy: any Strategy, log: Logger) throws {
+        let process = strategy.processCommunicator
         log.info("rank \(process.rank): OpenBLAS kernels \(BLASKernelChoice.current)")
         // The data is loaded once per process and shared by its replica threads. Set-up failures are agreed on, so
         // every rank stops cleanly with one report instead of leaving the others waiting.
@@ -132,12 +135,8 @@ struct Train: ParsableCommand {
             return try runParameterServerTask(task, job: job, spec: spec, loadData: loadData)
         }
         let data = try loadData()
-        let threads = replicas.count
-        guard threads > 1 else { return try trainReplica(job: job, data: data, communicator: process) }
         let command = self
-        // Pin replicas to cores unless mpirun already placed this process.
-        let pin = mpi == nil && threads <= ProcessInfo.processInfo.activeProcessorCount
-        try ThreadReplicas.run(count: threads, process: mpi, timeoutSeconds: stallSeconds, pinToCores: pin) { _, communicator in
+        try strategy.run { communicator in
             try command.trainReplica(job: job, data: data, communicator: communicator)
         }
     }
@@ -199,20 +198,6 @@ struct Train: ParsableCommand {
         options.progress = progress == .automatic && MPICommunicator.isLaunchedByMPI ? .lines : progress
         let summary = try trainer.fit(options: options)
         if isChief { report(summary, trainer: trainer) }
-    }
-
-    /// A failure every rank shares (agreed set-up failures, a NaN loss seen in the reduced loss) is reported once by
-    /// rank 0 and every rank exits 1; a failure of this rank alone is reported with its rank and aborts the job.
-    private func stopJob(after error: Error, mpi: MPICommunicator) throws -> Never {
-        let shared = error is AgreedFailure || (error as? TandemError)?.code == .numeric
-        let message = (error as? TandemError)?.message ?? String(describing: error)
-        if shared {
-            if mpi.rank == 0 { FileHandle.standardError.write(Data("tandem: error: \(message)\n".utf8)) }
-            mpi.finalize()
-            throw ExitCode(1)
-        }
-        FileHandle.standardError.write(Data("tandem: error: rank \(mpi.rank): \(message)\n".utf8))
-        mpi.abort()
     }
 
     /// A cluster job started by launch.sh gives each rank its TF_CONFIG: it must name the task of that rank.

@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
-import TandemCollectives
-import TandemCore
-import TandemTrain
+import Tandem
 
 // First, before any thread, file or MPI exists: this may replace the process with itself under faster BLAS kernels.
 BLASKernelChoice.reexecIfBetterKernelsExist()
