@@ -245,6 +245,9 @@ describe_exit() {
 
 run_tests() {
     build --build-tests
+    # The examples are a package of their own that depends on this one by path, as a user's package would.
+    say "building the examples package (Examples/Package.swift)"
+    swift build -c release --package-path Examples
     say "running tests"
     swift test -c release --skip-build
 }

@@ -26,6 +26,17 @@ struct TandemProcess {
         try execute(mpirunPrefix(ranks: ranks) + [binary] + arguments, timeoutSeconds: timeoutSeconds)
     }
 
+    /// `mpirun -np ranks PROGRAM arguments` for any program (the examples), with the same flags.
+    static func mpirun(ranks: Int, program: String, _ arguments: [String], timeoutSeconds: Int = 300) throws -> Outcome {
+        try execute(mpirunPrefix(ranks: ranks) + [program] + arguments, timeoutSeconds: timeoutSeconds)
+    }
+
+    /// A program built by the Examples package (`swift build -c release --package-path Examples`, as launch.sh
+    /// test does).
+    static func example(_ name: String) -> String {
+        packageRoot.appendingPathComponent("Examples/.build/release/\(name)").path
+    }
+
     /// MPMD: `mpirun -np 1 tandem A : -np 1 tandem B ...`, one rank per argument list.
     static func mpirun(contexts: [[String]], timeoutSeconds: Int = 300) throws -> Outcome {
         let command = Array(contexts.map { ["-np", "1", binary] + $0 }.joined(separator: [":"]))
