@@ -45,7 +45,7 @@ public final class MPICommunicator: Communicator {
         self.wireType = wireType
         var provided: Int32 = 0
         var initialized: Int32 = 0
-        MPI_Initialized(&initialized)
+        try Self.check(MPI_Initialized(&initialized), "MPI_Initialized")
         if initialized == 0 {
             // The stall inspector's thread talks to the other ranks while the training thread is inside a collective;
             // without it, MPI is only ever called from this thread.
@@ -56,10 +56,10 @@ public final class MPICommunicator: Communicator {
             }
         }
         world = tandem_mpi_comm_world()
-        MPI_Comm_set_errhandler(world, tandem_mpi_errors_return())
+        try Self.check(MPI_Comm_set_errhandler(world, tandem_mpi_errors_return()), "MPI_Comm_set_errhandler")
         var rank: Int32 = 0, size: Int32 = 0
-        MPI_Comm_rank(world, &rank)
-        MPI_Comm_size(world, &size)
+        try Self.check(MPI_Comm_rank(world, &rank), "MPI_Comm_rank")
+        try Self.check(MPI_Comm_size(world, &size), "MPI_Comm_size")
         self.rank = Int(rank)
         self.size = Int(size)
         stallInspector = try StallInspector(world: world, rank: Int(rank), size: Int(size), timeoutSeconds: stallTimeoutSeconds, action: stallAction)

@@ -95,13 +95,13 @@ final class ReplicaGroup: @unchecked Sendable {
                 condition.broadcast()
             }
         }
-        if generation.load(ordering: .acquiring) == myGeneration, let failure { throw TandemError(.communication, failure) }
+        if generation.load(ordering: .acquiring) == myGeneration, let failure { throw TandemError(.replicasStopped, failure) }
     }
 
     private func failureError() -> TandemError {
         condition.lock()
         defer { condition.unlock() }
-        return TandemError(.communication, failure ?? "a replica failed")
+        return TandemError(.replicasStopped, failure ?? "a replica failed")
     }
 
     /// Marks the group failed: every replica waiting now or later stops with this message.

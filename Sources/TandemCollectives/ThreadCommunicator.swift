@@ -183,11 +183,8 @@ private final class ReplicaErrors: @unchecked Sendable {
 
     var first: Error? {
         lock.withLock {
-            // A replica's own failure, not another replica's report of it.
-            let own = errors.first { entry in
-                !((entry.error as? TandemError)?.message.contains("failed: ") ?? false)
-                    && !((entry.error as? TandemError)?.message.contains("did not reach") ?? false)
-            }
+            // A replica's own failure, not another replica's report that the group stopped.
+            let own = errors.first { ($0.error as? TandemError)?.code != .replicasStopped }
             return (own ?? errors.first)?.error
         }
     }

@@ -165,6 +165,16 @@ public struct JobConfig: Codable, Sendable, Equatable {
         if let cluster {
             try ClusterSpec(cluster: cluster, task: nil, source: path).validate(for: clusterStrategy)
         }
+        if clusterStrategy == .parameterServer {
+            // The learning rate has one owner: a parameter server applies each push as it comes, at the optimizer's
+            // rate; scaling it for N synchronous replicas would silently mean something else here.
+            if training.scaleLearningRate == true {
+                throw fail("training.scale_learning_rate", "applies to the mirrored strategies (N replicas summing one global batch); a parameter_server job applies every worker's push at optimizer.learning_rate")
+            }
+            if training.warmupEpochs != nil {
+                throw fail("training.warmup_epochs", "applies with training.scale_learning_rate to the mirrored strategies, not to a parameter_server job")
+            }
+        }
         if let tls {
             guard clusterStrategy == .parameterServer else {
                 throw fail("tls", "applies to parameter_server jobs (gRPC); a mirrored job's MPI traffic is not encrypted")

@@ -89,6 +89,10 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         try validateWait(stallTimeout, flag: "--stall-timeout")
+        if bucketSize != nil && reductionGroups != nil {
+            throw ValidationError("--bucket-size and --reduction-groups exclude each other: the groups fix the summation order")
+        }
+        if let bucketSize, bucketSize <= 0 { throw ValidationError("--bucket-size must be positive, found \(bucketSize)") }
         guard (1...1_000_000).contains(keep) else { throw ValidationError("--keep must be between 1 and 1000000, found \(keep)") }
         let cores = ProcessInfo.processInfo.activeProcessorCount
         guard replicas.count <= ReplicaCount.maximum(cores: cores) else {
@@ -178,10 +182,7 @@ struct Train: ParsableCommand {
                 try trainer.restore(from: checkpoint)
                 if isChief { print("Resuming from \(checkpoint) after epoch \(trainer.completedEpochs)") }
             }
-            if let bucketSize {
-                guard bucketSize > 0 else { throw TandemError(.usage, "--bucket-size must be positive, found \(bucketSize)") }
-                trainer.gradientBucketFloats = bucketSize
-            }
+            if let bucketSize { trainer.gradientBucketFloats = bucketSize }
             return trainer
         }
         try trainer.synchronizeReplicas()
@@ -224,7 +225,7 @@ struct Train: ParsableCommand {
         if let reductionGroups { job.training.reductionGroups = reductionGroups }
         if let maxStaleness { job.training.maxStaleness = maxStaleness }
         if bucketSize != nil && job.training.reductionGroups != nil {
-            throw TandemError(.usage, "--bucket-size and reduction groups exclude each other: the groups fix the summation order")
+            throw TandemError(.usage, "--bucket-size and training.reduction_groups exclude each other: the groups fix the summation order")
         }
         try job.validate(path: "command line")
         return job

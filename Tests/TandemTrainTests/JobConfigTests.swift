@@ -105,4 +105,12 @@ import Testing
         let path = directory.file("absent.json")
         expectTandemError(.io, mentioning: [path]) { _ = try JobConfig.load(path: path) }
     }
+
+    @Test func aParameterServerJobRefusesTheMirroredLearningRateSchedule() throws {
+        let ps = #""strategy": "parameter_server", "training": { "batch_size": 16"#
+        try Self.expectLoadError(try Self.replacing(#""training": { "batch_size": 16"#, ps + #", "scale_learning_rate": true"#),
+                                 mentioning: ["training.scale_learning_rate", "parameter_server"])
+        try Self.expectLoadError(try Self.replacing(#""training": { "batch_size": 16"#, ps + #", "warmup_epochs": 1"#),
+                                 mentioning: ["training.warmup_epochs", "parameter_server"])
+    }
 }
