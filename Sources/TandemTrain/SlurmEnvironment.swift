@@ -5,9 +5,11 @@ import TandemCore
 /// on and which task this process is; inside an allocation but outside a step (the `salloc` shell, a batch script),
 /// the allocation's tasks, as a step over the whole allocation will lay them out.
 ///
-/// Tasks are laid out block by block, as Slurm's default distribution does: the first node's tasks are 0, 1, …, then the
-/// next node's. A step that says otherwise (`--distribution=cyclic`, or a `SLURM_NODEID` that disagrees) is refused,
-/// since no task could then know where the others are. Every number is checked before it is used.
+/// Tasks are laid out as Slurm's `block` distribution does (the first node's tasks are 0, 1, …, then the next node's;
+/// Slurm's default when there are more tasks than nodes) or, when `SLURM_DISTRIBUTION` says `cyclic` (Slurm's default
+/// when there are not), round-robin over the nodes that still have room. Any other distribution (`plane`,
+/// `arbitrary`), or a `SLURM_NODEID` that disagrees with the layout, is refused, since no task could then know where
+/// the others are. Every number is checked before it is used.
 public struct SlurmEnvironment: Sendable, Equatable {
     /// Where each task runs: its node and its index among that node's tasks (`SLURM_LOCALID`).
     public struct Placement: Sendable, Equatable {
@@ -68,13 +70,14 @@ public struct SlurmEnvironment: Sendable, Equatable {
         guard counts.count == nodes.count else {
             throw fail(perNode.name, "\"\(perNode.text)\" counts tasks on \(counts.count) node\(counts.count == 1 ? "" : "s"), but \(nodeList.name) \"\(nodeList.text)\" lists \(nodes.count)")
         }
-        let placements = zip(nodes, counts).flatMap { node, count in (0..<count).map { Placement(node: node, localIndex: $0) } }
-        guard placements.count == taskCount else {
-            throw fail(perNode.name, "\"\(perNode.text)\" places \(placements.count) tasks, but the job step has \(taskCount)")
+        guard counts.reduce(0, +) == taskCount else {
+            throw fail(perNode.name, "\"\(perNode.text)\" places \(counts.reduce(0, +)) tasks, but the job step has \(taskCount)")
         }
-        if let distribution = environment["SLURM_DISTRIBUTION"], !distribution.hasPrefix("block"), stepID != nil {
-            throw fail("SLURM_DISTRIBUTION", "is \"\(distribution)\"; Tandem derives every task's node from the block layout (srun --distribution=block, Slurm's default)")
+        let distribution = (environment["SLURM_DISTRIBUTION"] ?? "block").split(separator: ":").first.map(String.init) ?? "block"
+        guard ["block", "cyclic"].contains(distribution) else {
+            throw fail("SLURM_DISTRIBUTION", "is \"\(environment["SLURM_DISTRIBUTION"] ?? "")\"; Tandem derives every task's node from the block or cyclic layout (srun --distribution=block, Slurm's default with more tasks than nodes)")
         }
+        let placements = Self.layout(nodes: nodes, counts: counts, cyclic: distribution == "cyclic")
         var taskID: Int?
         if stepID != nil {
             let task = try integer("SLURM_PROCID", in: 0...(taskCount - 1))
@@ -82,7 +85,7 @@ public struct SlurmEnvironment: Sendable, Equatable {
             if let nodeID = environment["SLURM_NODEID"] {
                 let node = try SlurmNodeList.number(Substring(nodeID), in: 0...(nodes.count - 1)) { fail("SLURM_NODEID", $0) }
                 guard nodes[node] == placement.node else {
-                    throw fail("SLURM_NODEID", "task \(task) runs on node \(node) (\(nodes[node])), but the block layout puts it on \(placement.node); start the step with srun --distribution=block")
+                    throw fail("SLURM_NODEID", "task \(task) runs on node \(node) (\(nodes[node])), but the \(distribution) layout puts it on \(placement.node); start the step with srun --distribution=block")
                 }
             }
             taskID = task
@@ -92,5 +95,22 @@ public struct SlurmEnvironment: Sendable, Equatable {
         self.taskID = taskID
         self.placements = placements
         self.nodes = nodes
+    }
+
+    /// Each task's node and index on it, in task order: node by node (block) or one task per node in turn (cyclic).
+    private static func layout(nodes: [String], counts: [Int], cyclic: Bool) -> [Placement] {
+        guard cyclic else {
+            return zip(nodes, counts).flatMap { node, count in (0..<count).map { Placement(node: node, localIndex: $0) } }
+        }
+        let total = counts.reduce(0, +)
+        var placed = [Int](repeating: 0, count: nodes.count), placements: [Placement] = []
+        placements.reserveCapacity(total)
+        while placements.count < total {
+            for node in nodes.indices where placed[node] < counts[node] {
+                placements.append(Placement(node: nodes[node], localIndex: placed[node]))
+                placed[node] += 1
+            }
+        }
+        return placements
     }
 }

@@ -51,6 +51,14 @@ struct SlurmClusterSpecTests {
         try mirrored.validate(for: .mirrored)
     }
 
+    @Test func aCyclicStepPlacesTasksRoundRobinOverTheNodesWithRoom() throws {
+        // srun's default with no more tasks than nodes; with more, as --distribution=cyclic asks.
+        let environment = step(task: 0, nodes: "n[1-2]", perNode: "3,1", tasks: 4, extra: ["SLURM_DISTRIBUTION": "cyclic:block"])
+        let cyclic = try spec(environment)
+        #expect(cyclic.tasks.map { "\($0.task.label)@\($0.address.text)" }
+                == ["chief 0@n1:8888", "worker 0@n2:8888", "worker 1@n1:8889", "ps 0@n1:8890"])
+    }
+
     @Test func theAllocationOutsideAStepGivesTheLayoutWithoutATask() throws {
         let environment = ["SLURM_JOB_ID": "7", "SLURM_NTASKS": "4", "SLURM_JOB_NODELIST": "nodea,nodeb", "SLURM_TASKS_PER_NODE": "3,1",
                            "SLURM_PROCID": "0"]  // a batch script has SLURM_PROCID=0 but is no task of a step
@@ -90,8 +98,9 @@ struct SlurmClusterSpecTests {
         (["SLURM_STEP_NUM_TASKS": "5"], #"SLURM_STEP_TASKS_PER_NODE: "2(x2)" places 4 tasks, but the job step has 5"#),
         (["SLURM_STEP_TASKS_PER_NODE": "4"], #"SLURM_STEP_TASKS_PER_NODE: "4" counts tasks on 1 node, but SLURM_STEP_NODELIST "node[01-02]" lists 2"#),
         (["SLURM_STEP_NODELIST": "node[01-"], #"SLURM_STEP_NODELIST: "node[01-" has a "[" that is never closed"#),
-        (["SLURM_DISTRIBUTION": "cyclic"], #"SLURM_DISTRIBUTION: is "cyclic"; Tandem derives every task's node from the block layout (srun --distribution=block, Slurm's default)"#),
+        (["SLURM_DISTRIBUTION": "plane=2"], #"SLURM_DISTRIBUTION: is "plane=2"; Tandem derives every task's node from the block or cyclic layout (srun --distribution=block, Slurm's default with more tasks than nodes)"#),
         (["SLURM_NODEID": "0", "SLURM_PROCID": "2"], "SLURM_NODEID: task 2 runs on node 0 (node01), but the block layout puts it on node02; start the step with srun --distribution=block"),
+        (["SLURM_DISTRIBUTION": "cyclic", "SLURM_NODEID": "0", "SLURM_PROCID": "1"], "SLURM_NODEID: task 1 runs on node 0 (node01), but the cyclic layout puts it on node02; start the step with srun --distribution=block"),
         (["SLURM_JOB_ID": "4 2"], #"SLURM_JOB_ID: "4 2" is not a job id"#),
     ])
     func badSlurmVariablesAreNamed(overrides: [String: String], message: String) {
