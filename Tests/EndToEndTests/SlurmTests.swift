@@ -73,6 +73,48 @@ extension EndToEnd {
         }
 
         @Test(.enabled(if: canRunSlurm, "needs root, slurm-wlm and munge (launch.sh test installs them); skipped, not passed"))
+        func aRankThatDiesEndsTheMirroredStepAtOnce() throws {
+            defer { try? FileManager.default.removeItem(at: work) }
+            // 1000 epochs would take over a minute; rank 1 (Slurm task 1) is SIGKILLed after the first.
+            let script = #"""
+                "$TANDEM_LAUNCH" -np 2 configs/fashion-mnist-mlp-mirrored.json --epochs 1000 --progress lines >"$TANDEM_RUNS.log" 2>&1 &
+                launcher=$!
+                tries=0
+                until grep -qs "Epoch 1/1000" "$TANDEM_RUNS.log" || [ $((tries += 1)) -gt 1200 ]; do sleep 0.05; done
+                for environment in /proc/[0-9]*/environ; do
+                    pid=${environment#/proc/}; pid=${pid%/environ}
+                    [ "$(cat /proc/$pid/comm 2>/dev/null)" = tandem ] || continue
+                    if { tr '\0' '\n' < "$environment"; } 2>/dev/null | grep -qx 'SLURM_PROCID=1'; then
+                        killed=$EPOCHREALTIME; kill -KILL "$pid"; echo "killed rank 1, pid $pid"
+                    fi
+                done
+                wait $launcher; status=$?
+                echo "launch.sh: exit $status, $(awk "BEGIN { printf \"%.2f\", $EPOCHREALTIME - $killed }") s after the kill"
+                cat "$TANDEM_RUNS.log"
+                """#
+            let outcome = try inSlurm("slurm-one-node.sh", ["salloc", "-O", "-n", "2", "/bin/bash", "-c", script], timeoutSeconds: 120)
+            #expect(outcome.stdout.contains("killed rank 1"), "\(outcome.stdout)\n\(outcome.stderr)")
+            let line = outcome.stdout.split(separator: "\n").first { $0.hasPrefix("launch.sh: exit ") } ?? ""
+            #expect(!line.hasPrefix("launch.sh: exit 0,"), "\(outcome.stdout)")
+            let seconds = Double(line.split(separator: " ").dropFirst(3).first ?? "") ?? .infinity
+            #expect(seconds < 10, "the step must end at once, not after the 1000 epochs: \(line)")
+            #expect(!outcome.stdout.contains("Epoch 1000/1000"))
+            #expect(leftovers().isEmpty, "left running: \(leftovers())")
+        }
+
+        @Test func aBadSlurmVariableIsOneLineNamingIt() throws {
+            let outcome = try TandemProcess.command(["/usr/bin/env", "-u", "TF_CONFIG", "SLURM_JOB_ID=42", "SLURM_STEP_ID=0", "SLURM_PROCID=0",
+                                                     "SLURM_STEP_NUM_TASKS=4", "SLURM_STEP_NODELIST=node[01-02", "SLURM_STEP_TASKS_PER_NODE=2(x2)",
+                                                     TandemProcess.binary, "train", "configs/cluster-ps.json"])
+            #expect(outcome.status == 1)
+            #expect(outcome.stderr == "tandem: error: SLURM_STEP_NODELIST: \"node[01-02\" has a \"[\" that is never closed\n", "\(outcome.stderr)")
+            let check = try TandemProcess.command(["/usr/bin/env", "-u", "TF_CONFIG", "SLURM_JOB_ID=42", "SLURM_NTASKS=3", "SLURM_JOB_NODELIST=vm",
+                                                   "SLURM_TASKS_PER_NODE=3", TandemProcess.binary, "cluster", "check", "configs/cluster-ps.json"])
+            #expect(check.status == 1)
+            #expect(check.stderr.hasPrefix("tandem: error: Slurm job 42: the allocation has 3 tasks (SLURM_NTASKS, SLURM_JOB_NODELIST, SLURM_TASKS_PER_NODE), but configs/cluster-ps.json's cluster needs 4 (1 chief, 2 worker, 1 ps)"), "\(check.stderr)")
+        }
+
+        @Test(.enabled(if: canRunSlurm, "needs root, slurm-wlm and munge (launch.sh test installs them); skipped, not passed"))
         func parameterServerJobIsOneSlurmStepWithRolesFromSlurm() throws {
             defer { try? FileManager.default.removeItem(at: work) }
             let outcome = try inSlurm("slurm-one-node.sh", ["salloc", "-O", "-n", "4", "/bin/sh", "-c",
@@ -139,11 +181,16 @@ extension EndToEnd {
                 salloc -O -N 2 -n 2 /bin/sh -c 'srun -l printenv SLURMD_NODENAME | sort; "$TANDEM" cluster check configs/cluster-mirrored.json; "$TANDEM_LAUNCH" configs/cluster-mirrored.json \(arguments) --checkpoint-dir \(folder)'
                 echo "parameter server:"
                 salloc -O -N 2 -n 4 /bin/sh -c '"$TANDEM" cluster check configs/cluster-ps.json; "$TANDEM_LAUNCH" configs/cluster-ps.json --max-staleness 0'
+                echo "sbatch:"
+                sbatch -W -O --output="$TANDEM_RUNS-mirrored.out" configs/slurm/mirrored.sbatch
+                sbatch -W -O --output="$TANDEM_RUNS-ps.out" configs/slurm/parameter-server.sbatch
+                cat "$TANDEM_RUNS-mirrored.out" "$TANDEM_RUNS-ps.out"
                 """
             let outcome = try inSlurm("slurm-two-nodes.sh", ["/bin/sh", "-c", script], timeoutSeconds: 300)
             #expect(outcome.status == 0, "\(outcome.stdout)\n\(outcome.stderr)")
             let halves = outcome.stdout.components(separatedBy: "parameter server:\n")
-            let mirrored = halves.first ?? "", parameterServer = halves.count > 1 ? halves[1] : ""
+            let mirrored = halves.first ?? "", rest = halves.count > 1 ? halves[1].components(separatedBy: "sbatch:\n") : []
+            let parameterServer = rest.first ?? "", batch = rest.count > 1 ? rest[1] : ""
             #expect(mirrored.contains("0: nodea\n1: nodeb\n"), "one rank per node: \(mirrored)")
             #expect(mirrored.contains(layoutLine("chief", 0, node: "nodea", port: Self.portBase, task: 0, rank: "0")), "\(mirrored)")
             #expect(mirrored.contains(layoutLine("worker", 0, node: "nodeb", port: Self.portBase, task: 1, rank: "1")), "\(mirrored)")
@@ -157,6 +204,12 @@ extension EndToEnd {
             #expect(parameterServer.contains(layoutLine("ps", 0, node: "nodeb", port: Self.portBase + 1, task: 3, rank: "-")), "\(parameterServer)")
             #expect(parameterServer.contains("[chief 0] Epoch 5/5  "), "\(parameterServer)")
             #expect(testAccuracy(parameterServer) >= 0.84, "\(parameterServer)")
+            // The sbatch scripts of configs/slurm, as a user submits them (-O: 4 tasks on the two 1-CPU nodes).
+            #expect(batch.contains("(4 tasks on 2 nodes): srun --mpi=pmix -n 4 --kill-on-bad-exit=1 "), "\(batch)")
+            #expect(batch.contains("4 replicas, 32 rows each of every global batch of 128"), "\(batch)")
+            #expect(batch.contains("Epoch 5/5  "), "\(batch)")
+            #expect(batch.contains(layoutLine("ps", 0, node: "nodeb", port: Self.portBase + 1, task: 3, rank: "-")), "\(batch)")
+            #expect(batch.contains("[chief 0] Epoch 5/5  ") && batch.contains("[chief 0] Test: loss"), "\(batch)")
             #expect(leftovers().isEmpty, "left running: \(leftovers())")
         }
 

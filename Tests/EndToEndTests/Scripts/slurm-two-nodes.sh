@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real two-node Slurm cluster on this machine: two network namespaces joined by a veth pair (10.79.1.1 and
-# 10.79.1.2, apart from two-hosts.sh's 10.77.x), one slurmd in each (nodes "nodea" and "nodeb", one CPU each), munged
+# 10.79.1.2, apart from two-hosts.sh's 10.77.x), one slurmd in each (nodes "nodea" and "nodeb"), munged
 # and slurmctld in the first. COMMAND runs in the first namespace with SLURM_CONF set, so a job it starts really
 # spans two hosts. The node names resolve through a private /etc/hosts, bound over the real one in a mount namespace
 # of this script's own (the machine's file is never touched). Every daemon is stopped by its pid and both namespaces
@@ -35,10 +35,12 @@ mount --bind "$work/hosts" /etc/hosts
 # nsenter, not `ip netns exec`: the latter remounts /sys, and slurmd then finds no cgroup file system.
 in_a=(nsenter --net=/run/netns/"$a") in_b=(nsenter --net=/run/netns/"$b")
 start_munge "${in_a[@]}"
+# Each node as slurmd sees the machine's hardware (both see all of it): 2 tasks per node fit without overcommit.
+hardware="$(slurmd -C | sed -n 's/^NodeName=[^ ]* //p')"
 write_slurm_conf "$work/etc" <<CONF
 SlurmctldHost=$(hostname)($prefix.1)
-NodeName=nodea NodeAddr=$prefix.1 CPUs=1 State=UNKNOWN
-NodeName=nodeb NodeAddr=$prefix.2 CPUs=1 State=UNKNOWN
+NodeName=nodea NodeAddr=$prefix.1 $hardware
+NodeName=nodeb NodeAddr=$prefix.2 $hardware
 PartitionName=debug Nodes=nodea,nodeb Default=YES State=UP OverSubscribe=FORCE MaxTime=30
 CONF
 # Both "nodes" share /tmp: each slurmd reads a copy of the configuration whose mpi.conf gives PMIx a folder of its own
