@@ -76,24 +76,11 @@ extension EndToEnd {
         func aRankThatDiesEndsTheMirroredStepAtOnce() throws {
             defer { try? FileManager.default.removeItem(at: work) }
             // 1000 epochs would take over a minute; rank 1 (Slurm task 1) is SIGKILLed after the first.
-            let script = #"""
-                "$TANDEM_LAUNCH" -np 2 configs/fashion-mnist-mlp-mirrored.json --epochs 1000 --progress lines >"$TANDEM_RUNS.log" 2>&1 &
-                launcher=$!
-                tries=0
-                until grep -qs "Epoch 1/1000" "$TANDEM_RUNS.log" || [ $((tries += 1)) -gt 1200 ]; do sleep 0.05; done
-                for environment in /proc/[0-9]*/environ; do
-                    pid=${environment#/proc/}; pid=${pid%/environ}
-                    [ "$(cat /proc/$pid/comm 2>/dev/null)" = tandem ] || continue
-                    if { tr '\0' '\n' < "$environment"; } 2>/dev/null | grep -qx 'SLURM_PROCID=1'; then
-                        killed=$EPOCHREALTIME; kill -KILL "$pid"; echo "killed rank 1, pid $pid"
-                    fi
-                done
-                wait $launcher; status=$?
-                echo "launch.sh: exit $status, $(awk "BEGIN { printf \"%.2f\", $EPOCHREALTIME - $killed }") s after the kill"
-                cat "$TANDEM_RUNS.log"
-                """#
-            let outcome = try inSlurm("slurm-one-node.sh", ["salloc", "-O", "-n", "2", "/bin/bash", "-c", script], timeoutSeconds: 120)
-            #expect(outcome.stdout.contains("killed rank 1"), "\(outcome.stdout)\n\(outcome.stderr)")
+            let script = signalling(task: 1, with: "KILL", after: "Epoch 1/1000", in: #""$TANDEM_RUNS.log""#,
+                                    launch: #""$TANDEM_LAUNCH" -np 2 configs/fashion-mnist-mlp-mirrored.json --epochs 1000 --progress lines >"$TANDEM_RUNS.log" 2>&1"#)
+            let outcome = try inSlurm("slurm-one-node.sh", ["salloc", "-O", "-n", "2", "/bin/bash", "-c", script + #"; cat "$TANDEM_RUNS.log""#],
+                                      timeoutSeconds: 120)
+            #expect(outcome.stdout.contains("sent SIGKILL to Slurm task 1"), "\(outcome.stdout)\n\(outcome.stderr)")
             let line = outcome.stdout.split(separator: "\n").first { $0.hasPrefix("launch.sh: exit ") } ?? ""
             #expect(!line.hasPrefix("launch.sh: exit 0,"), "\(outcome.stdout)")
             let seconds = Double(line.split(separator: " ").dropFirst(3).first ?? "") ?? .infinity
@@ -146,26 +133,29 @@ extension EndToEnd {
         func parameterServerJobFinishesWhenAWorkersTaskIsKilled() throws {
             defer { try? FileManager.default.removeItem(at: work) }
             // Slurm task 2 is worker 1: its tandem process is SIGKILLed once the chief has reported epoch 1.
-            let script = #"""
-                "$TANDEM_LAUNCH" configs/cluster-ps.json --epochs 3 &
-                launcher=$!
-                tries=0
-                until grep -qs "Epoch 1/3" "$TANDEM_RUNS"/cluster-ps-*/chief-0.log || [ $((tries += 1)) -gt 2400 ]; do sleep 0.05; done
-                for environment in /proc/[0-9]*/environ; do
-                    pid=${environment#/proc/}; pid=${pid%/environ}
-                    [ "$(cat /proc/$pid/comm 2>/dev/null)" = tandem ] || continue
-                    if { tr '\0' '\n' < "$environment"; } 2>/dev/null | grep -qx 'SLURM_PROCID=2'; then
-                        echo "killing worker 1's task, pid $pid"; kill -KILL "$pid"
-                    fi
-                done
-                wait $launcher
-                """#
-            let outcome = try inSlurm("slurm-one-node.sh", ["salloc", "-O", "-n", "4", "/bin/sh", "-c", script], timeoutSeconds: 240)
-            #expect(outcome.stdout.contains("killing worker 1's task"), "\(outcome.stdout)")
+            let script = signalling(task: 2, with: "KILL", after: "Epoch 1/3", in: #""$TANDEM_RUNS"/cluster-ps-*/chief-0.log"#,
+                                    launch: #""$TANDEM_LAUNCH" configs/cluster-ps.json --epochs 3"#)
+            let outcome = try inSlurm("slurm-one-node.sh", ["salloc", "-O", "-n", "4", "/bin/bash", "-c", script], timeoutSeconds: 240)
+            #expect(outcome.stdout.contains("sent SIGKILL to Slurm task 2"), "\(outcome.stdout)")
             #expect(outcome.stdout.contains("[chief 0] Epoch 3/3  "), "\(outcome.stdout)\n\(outcome.stderr)")
             #expect(outcome.stdout.contains("[worker 0] worker 0: the chief ended the job"), "\(outcome.stdout)")
             #expect(testAccuracy(outcome.stdout) >= 0.80, "\(outcome.stdout)")
             #expect(outcome.stderr.contains("==> worker 1 ended with exit 137"), "launch.sh names the killed worker: \(outcome.stderr)")
+            #expect(leftovers().isEmpty, "left running: \(leftovers())")
+        }
+
+        @Test(.enabled(if: canRunSlurm, "needs root, slurm-wlm and munge (launch.sh test installs them); skipped, not passed"))
+        func aTaskStillRunningAfterTheChiefEndedIsCancelledWithTheStep() throws {
+            defer { try? FileManager.default.removeItem(at: work) }
+            // Worker 1 is stopped (SIGSTOP) after epoch 1: it never hears that the chief ended the job.
+            let script = signalling(task: 2, with: "STOP", after: "Epoch 1/5", in: #""$TANDEM_RUNS"/cluster-ps-*/chief-0.log"#,
+                                    launch: #""$TANDEM_LAUNCH" configs/cluster-ps.json --epochs 5"#)
+            let outcome = try inSlurm("slurm-one-node.sh", ["salloc", "-O", "-n", "4", "/bin/bash", "-c", script], timeoutSeconds: 240)
+            #expect(outcome.stdout.contains("sent SIGSTOP to Slurm task 2"), "\(outcome.stdout)")
+            #expect(outcome.stdout.contains("[chief 0] Epoch 5/5  "), "\(outcome.stdout)\n\(outcome.stderr)")
+            #expect(outcome.stderr.contains("==> tasks still running 10 s after the chief ended the job: cancelling step "), "\(outcome.stderr)")
+            let line = outcome.stdout.split(separator: "\n").first { $0.hasPrefix("launch.sh: exit ") } ?? ""
+            #expect(line.hasPrefix("launch.sh: exit 137,"), "the stopped worker was killed, and launch.sh says so: \(outcome.stdout)")
             #expect(leftovers().isEmpty, "left running: \(leftovers())")
         }
 
@@ -211,6 +201,28 @@ extension EndToEnd {
             #expect(batch.contains(layoutLine("ps", 0, node: "nodeb", port: Self.portBase + 1, task: 3, rank: "-")), "\(batch)")
             #expect(batch.contains("[chief 0] Epoch 5/5  ") && batch.contains("[chief 0] Test: loss"), "\(batch)")
             #expect(leftovers().isEmpty, "left running: \(leftovers())")
+        }
+
+        /// A bash script that starts `launch` in the background, waits (up to 2 minutes) for `line` in the file `log`,
+        /// sends SIG`signal` to the tandem process of Slurm task `task` (found by SLURM_PROCID in its environment), and
+        /// ends with "launch.sh: exit STATUS, SECONDS s after the signal".
+        private func signalling(task: Int, with signal: String, after line: String, in log: String, launch: String) -> String {
+            """
+            \(launch) &
+            launcher=$!
+            tries=0
+            until grep -qs "\(line)" \(log) || [ $((tries += 1)) -gt 2400 ]; do sleep 0.05; done
+            # Builtins only until a tandem process is found: a fork per process would make the scan outlast a short job.
+            for process in /proc/[0-9]*; do
+                { read -r command < "$process/comm"; } 2>/dev/null && [ "$command" = tandem ] || continue
+                pid=${process#/proc/}
+                if { tr '\\0' '\\n' < "$process/environ"; } 2>/dev/null | grep -qx 'SLURM_PROCID=\(task)'; then
+                    signalled=$EPOCHREALTIME; kill -\(signal) "$pid"; echo "sent SIG\(signal) to Slurm task \(task), pid $pid"
+                fi
+            done
+            wait $launcher; status=$?
+            echo "launch.sh: exit $status, $(awk "BEGIN { printf \\"%.2f\\", $EPOCHREALTIME - ${signalled:-0} }") s after the signal"
+            """
         }
 
         /// A row of `tandem cluster check`'s Slurm layout: role, index, node, port, Slurm task, MPI rank.
