@@ -34,8 +34,9 @@ extension ClusterSpec {
         let roles = Self.slurmRoleOrder.flatMap { role in repeatElement(role, count: counts[role] ?? 0) }
         guard roles.count == slurm.taskCount else {
             let wanted = Self.slurmRoleOrder.compactMap { role in counts[role].flatMap { $0 > 0 ? "\($0) \(role.rawValue)" : nil } }
-            let what = slurm.stepID == nil ? "the allocation has" : "the step has"
-            throw TandemError(.badConfig, "\(source): \(what) \(slurm.taskCount) task\(slurm.taskCount == 1 ? "" : "s") (\(slurm.variables)), but \(countsFrom)'s cluster needs \(roles.count) (\(wanted.joined(separator: ", "))): start it with \(roles.count) tasks (srun -n \(roles.count)) or change the cluster's counts")
+            let (what, remedy) = slurm.stepID == nil ? ("the allocation has", "ask for \(roles.count) tasks (salloc or sbatch -n \(roles.count))")
+                                                     : ("the step has", "start it with \(roles.count) tasks (srun -n \(roles.count))")
+            throw TandemError(.badConfig, "\(source): \(what) \(slurm.taskCount) task\(slurm.taskCount == 1 ? "" : "s") (\(slurm.variables)), but \(countsFrom)'s cluster needs \(roles.count) (\(wanted.joined(separator: ", "))): \(remedy) or change the cluster's counts")
         }
         let widest = slurm.placements.map(\.localIndex).max() ?? 0
         guard (1...65535).contains(portBase), portBase + widest <= 65535 else {
