@@ -136,7 +136,6 @@ run_cluster() {
         args+=(--checkpoint-dir "$checkpoints")
     fi
     if [ "$job_strategy" = parameter_server ] && [ "$launcher" = mpirun ]; then
-        launcher_why="$launcher_why; a parameter-server job's tasks are processes of their own"
         run_task_processes "$config" "$plan" "$run_dir" "$dry_run" ${args[@]+"${args[@]}"}
         return
     fi
