@@ -28,7 +28,7 @@ extension ClusterSpec {
             guard let role = Role(rawValue: name) else {
                 throw TandemError(.badConfig, "\(countsFrom): cluster.\(name): unknown task type \"\(name)\" (expected one of: chief, worker, ps, evaluator)")
             }
-            guard count >= 0 else { throw TandemError(.badConfig, "\(countsFrom): cluster.\(name): \(count) tasks") }
+            guard count >= 0 else { throw TandemError(.badConfig, "\(countsFrom): cluster.\(name): the task count must be ≥ 0, found \(count)") }
             counts[role] = count
         }
         let roles = Self.slurmRoleOrder.flatMap { role in repeatElement(role, count: counts[role] ?? 0) }

@@ -29,7 +29,7 @@ public struct SlurmEnvironment: Sendable, Equatable {
 
     public var taskCount: Int { placements.count }
 
-    /// Where a description of this environment's numbers came from, for messages: "SLURM_STEP_*" or "SLURM_*".
+    /// The variables the task count and layout were read from (the step's, or the allocation's), for messages.
     public var variables: String { stepID == nil ? "SLURM_NTASKS, SLURM_JOB_NODELIST, SLURM_TASKS_PER_NODE" : "SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST, SLURM_STEP_TASKS_PER_NODE" }
 
     /// Reads Slurm's variables; nil when `SLURM_JOB_ID` is not set (not under Slurm).
