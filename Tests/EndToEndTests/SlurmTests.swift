@@ -105,7 +105,7 @@ extension EndToEnd {
         func parameterServerJobIsOneSlurmStepWithRolesFromSlurm() throws {
             defer { try? FileManager.default.removeItem(at: work) }
             let outcome = try inSlurm("slurm-one-node.sh", ["salloc", "-O", "-n", "4", "/bin/sh", "-c",
-                                                            #""$TANDEM" cluster check configs/cluster-ps.json && "$TANDEM_LAUNCH" configs/cluster-ps.json --max-staleness 0"#],
+                                                            #""$TANDEM" cluster check configs/cluster-ps.json && "$TANDEM_LAUNCH" configs/cluster-ps.json"#],
                                       timeoutSeconds: 240)
             #expect(outcome.status == 0, "\(outcome.stdout)\n\(outcome.stderr)")
             let host = Self.hostName
@@ -120,9 +120,9 @@ extension EndToEnd {
             #expect(outcome.stdout.contains("[chief 0] Epoch 5/5  "), "\(outcome.stdout)")
             #expect(outcome.stdout.contains("[worker 0] worker 0: the chief ended the job"), "\(outcome.stdout)")
             #expect(outcome.stdout.contains("[worker 1] worker 1: the chief ended the job"), "\(outcome.stdout)")
-            // Synchronous pushes (max_staleness 0): fully asynchronous ones scatter more from run to run (0.829-0.846
-            // over 5 runs here, as without Slurm), and the figure checked is the recipe's, not one lucky ordering.
-            #expect(testAccuracy(outcome.stdout) >= 0.84, "\(outcome.stdout)")
+            // Asynchronous pushes arrive in another order every run: 13 runs of this job under Slurm here reached
+            // 0.829-0.853 (median 0.841), as the same job without Slurm does; the floor catches a job that did not train.
+            #expect(testAccuracy(outcome.stdout) >= 0.82, "\(outcome.stdout)")
             let runs = try FileManager.default.contentsOfDirectory(atPath: work.path + "/runs")
             let logs = try FileManager.default.contentsOfDirectory(atPath: work.path + "/runs/" + (runs.first ?? "")).sorted()
             #expect(logs == ["checkpoints", "chief-0.log", "ps-0.log", "worker-0.log", "worker-1.log"])
@@ -170,7 +170,7 @@ extension EndToEnd {
                 echo "mirrored:"
                 salloc -O -N 2 -n 2 /bin/sh -c 'srun -l printenv SLURMD_NODENAME | sort; "$TANDEM" cluster check configs/cluster-mirrored.json; "$TANDEM_LAUNCH" configs/cluster-mirrored.json \(arguments) --checkpoint-dir \(folder)'
                 echo "parameter server:"
-                salloc -O -N 2 -n 4 /bin/sh -c '"$TANDEM" cluster check configs/cluster-ps.json; "$TANDEM_LAUNCH" configs/cluster-ps.json --max-staleness 0'
+                salloc -O -N 2 -n 4 /bin/sh -c '"$TANDEM" cluster check configs/cluster-ps.json; "$TANDEM_LAUNCH" configs/cluster-ps.json'
                 echo "sbatch:"
                 sbatch -W -O --output="$TANDEM_RUNS-mirrored.out" configs/slurm/mirrored.sbatch
                 sbatch -W -O --output="$TANDEM_RUNS-ps.out" configs/slurm/parameter-server.sbatch
@@ -193,7 +193,7 @@ extension EndToEnd {
             #expect(parameterServer.contains(layoutLine("chief", 0, node: "nodea", port: Self.portBase, task: 0, rank: "-")), "\(parameterServer)")
             #expect(parameterServer.contains(layoutLine("ps", 0, node: "nodeb", port: Self.portBase + 1, task: 3, rank: "-")), "\(parameterServer)")
             #expect(parameterServer.contains("[chief 0] Epoch 5/5  "), "\(parameterServer)")
-            #expect(testAccuracy(parameterServer) >= 0.84, "\(parameterServer)")
+            #expect(testAccuracy(parameterServer) >= 0.82, "\(parameterServer)")
             // The sbatch scripts of configs/slurm, as a user submits them (-O: 4 tasks on the two 1-CPU nodes).
             #expect(batch.contains("(4 tasks on 2 nodes): srun --mpi=pmix -n 4 --kill-on-bad-exit=1 "), "\(batch)")
             #expect(batch.contains("4 replicas, 32 rows each of every global batch of 128"), "\(batch)")
