@@ -88,6 +88,12 @@ public struct SlurmEnvironment: Sendable, Equatable {
                     throw fail("SLURM_NODEID", "task \(task) runs on node \(node) (\(nodes[node])), but the \(distribution) layout puts it on \(placement.node); start the step with srun --distribution=block")
                 }
             }
+            if let localID = environment["SLURM_LOCALID"] {
+                let local = try SlurmNodeList.number(Substring(localID), in: 0...maximumTasks) { fail("SLURM_LOCALID", $0) }
+                guard local == placement.localIndex else {
+                    throw fail("SLURM_LOCALID", "task \(task) is task \(local) of its node, but the \(distribution) layout makes it task \(placement.localIndex) of \(placement.node); start the step with srun --distribution=block")
+                }
+            }
             taskID = task
         }
         self.jobID = jobID

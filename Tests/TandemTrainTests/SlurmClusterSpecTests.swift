@@ -102,6 +102,8 @@ struct SlurmClusterSpecTests {
         (["SLURM_NODEID": "0", "SLURM_PROCID": "2"], "SLURM_NODEID: task 2 runs on node 0 (node01), but the block layout puts it on node02; start the step with srun --distribution=block"),
         (["SLURM_DISTRIBUTION": "cyclic", "SLURM_NODEID": "0", "SLURM_PROCID": "1"], "SLURM_NODEID: task 1 runs on node 0 (node01), but the cyclic layout puts it on node02; start the step with srun --distribution=block"),
         (["SLURM_JOB_ID": "4 2"], #"SLURM_JOB_ID: "4 2" is not a job id"#),
+        (["SLURM_LOCALID": "1"], "SLURM_LOCALID: task 0 is task 1 of its node, but the block layout makes it task 0 of node01; start the step with srun --distribution=block"),
+        (["SLURM_LOCALID": "x"], #"SLURM_LOCALID: "x" is not a number"#),
     ])
     func badSlurmVariablesAreNamed(overrides: [String: String], message: String) {
         let error = expectTandemError(.badConfig, mentioning: []) { _ = try SlurmEnvironment(environment: step(task: 0).merging(overrides) { $1 }) }
