@@ -16,6 +16,8 @@ public enum SlurmNodeList {
     /// Expands a host list: comma-separated names, each name literal text with any number of bracket groups, each group
     /// a comma list of numbers and `low-high` ranges. Zero padding follows the low end (`[01-10]` gives `01`…`10`);
     /// with several groups the leftmost varies slowest (`rack[1-2]-n[1-2]`: rack1-n1, rack1-n2, rack2-n1, rack2-n2).
+    /// Tested against `scontrol show hostnames`; text after the last group (`n[1-2]x`, which Slurm never writes and
+    /// its own parser refuses) is accepted as a suffix.
     /// - Parameter variable: the environment variable the text came from, named in every error.
     /// - Throws: `TandemError(.badConfig)` naming the variable, the text and what is wrong with it.
     public static func expandHosts(_ text: String, variable: String) throws -> [String] {

@@ -1,3 +1,4 @@
+import Foundation
 import TandemCore
 import TandemTestSupport
 import TandemTrain
@@ -21,7 +22,30 @@ struct SlurmNodeListTests {
 
     @Test func severalBracketGroupsVaryTheRightmostFastest() throws {
         #expect(try hosts("rack[1-2]-node[01-02]") == ["rack1-node01", "rack1-node02", "rack2-node01", "rack2-node02"])
-        #expect(try hosts("a[1-2],b,c[09-10]x") == ["a1", "a2", "b", "c09x", "c10x"])
+        #expect(try hosts("a[1-2],b,c[09-10]") == ["a1", "a2", "b", "c09", "c10"])
+    }
+
+    static let scontrol = "/usr/bin/scontrol"
+
+    /// The independent reference: Slurm's own expansion, `scontrol show hostnames` (it only needs a config to parse).
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: scontrol), "needs slurm-wlm's scontrol; skipped, not passed"),
+          arguments: ["vm", "node[01-04,07]", "rack[1-2]-node[01-02]", "rack[1-2]n[1-2]", "n[098-101]", "n[8-11],b", "a[1-2],b,c[09-10]",
+                      "gpu[1-3,5-6,10]", "x-[001-003]-y[7]"])
+    func expandsAsScontrolDoes(list: String) throws {
+        let folder = try TemporaryDirectory(prefix: "tandem-scontrol")
+        defer { folder.remove() }
+        let config = try folder.write("slurm.conf", text: "ClusterName=probe\nSlurmctldHost=localhost\n")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.scontrol)
+        process.arguments = ["show", "hostnames", list]
+        process.environment = ["SLURM_CONF": config]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0)
+        #expect(try hosts(list) == text.split(separator: "\n").map(String.init))
     }
 
     @Test(arguments: [
