@@ -6,6 +6,7 @@
 #   ./launch.sh CLUSTER.json [--dry-run] [ARGS]
 #                                   a cluster job: every task of the config's "cluster" (or TF_CONFIG) with its own
 #                                   TF_CONFIG, output prefixed with its role, logs in runs/NAME-TIME/
+#                                   Inside a Slurm allocation (salloc, sbatch) both start as one Slurm job step (srun).
 #   ./launch.sh test                same set-up, then the whole test suite
 #   ./launch.sh bench               speed, accuracy, start-up and memory against the C floor (../shared/floor)
 #   ./launch.sh train ARGS          build, then `tandem train ARGS` in one process
@@ -13,8 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 SYSTEM_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev zlib1g-dev libpng-dev pkg-config dataset-fashion-mnist)
-# The two-host cluster test builds network namespaces; the TLS test makes certificates.
-TEST_PACKAGES=(iproute2 openssl)
+# The two-host cluster test builds network namespaces; the TLS test makes certificates; the Slurm tests run a
+# private Slurm cluster (munged, slurmctld, slurmd) on this machine.
+TEST_PACKAGES=(iproute2 openssl slurm-wlm munge)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'launch.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -48,16 +50,48 @@ build() {
 # mpirun as root, on more ranks than cores, and quick to end a job whose rank died: flags users never type.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_odls_base_sigkill_timeout=0
 
-# mpirun -np N tandem train CONFIG ARGS; more ranks than cores are allowed (each rank then shares a core).
+# Inside a Slurm allocation (salloc, sbatch: SLURM_JOB_ID set) jobs start as Slurm job steps with srun: Slurm places
+# the tasks on the allocation's nodes and PMIx connects the MPI ranks, with no hostfile and no ssh. Anywhere else, and
+# inside a job step (`srun ./launch.sh`: a nested srun would start a step inside a step), mpirun.
+# TANDEM_LAUNCHER=mpirun chooses mpirun in an allocation too. Sets `launcher` and, for the first line, `launcher_why`.
+choose_launcher() {
+    launcher=mpirun
+    if [ "${TANDEM_LAUNCHER:-}" = mpirun ]; then launcher_why="TANDEM_LAUNCHER=mpirun"
+    elif [ -z "${SLURM_JOB_ID:-}" ]; then launcher_why="not in a Slurm allocation"
+    elif [ -n "${SLURM_STEP_ID:-}" ]; then launcher_why="inside Slurm job step $SLURM_JOB_ID.$SLURM_STEP_ID, which cannot start a step of its own"
+    elif ! command -v srun >/dev/null; then launcher_why="SLURM_JOB_ID is set but srun is not on PATH"
+    else
+        launcher=srun
+        launcher_why="Slurm allocation $SLURM_JOB_ID (${SLURM_NTASKS:-?} tasks on ${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-?}} nodes)"
+    fi
+}
+
+# Names the launcher, why it was chosen, and the command, as the job's first line.
+announce() {
+    local command
+    command="$(printf ' %q' "$@")"
+    if [ "$launcher" = srun ]; then say "$launcher_why:$command"; else say "mpirun ($launcher_why):$command"; fi
+}
+
+# mpirun -np N tandem train CONFIG ARGS (more ranks than cores are allowed: each rank then shares a core), or in a
+# Slurm allocation srun --mpi=pmix -n N: a rank that dies ends the step at once (--kill-on-bad-exit), as under mpirun.
 run_mirrored() {
     local ranks="$1"; shift
     [ $# -ge 1 ] || die "usage: ./launch.sh -np N CONFIG [tandem train flags]"
     [ -f "$1" ] || die "$1: no such config file"
-    local placement=()
-    [ "$ranks" -gt "$(nproc)" ] && placement+=(--oversubscribe)
-    # Replica threads inside each rank need more than the one core mpirun would bind the rank to.
-    case " $* " in *" --replicas "*) placement+=(--bind-to none) ;; esac
-    mpirun -np "$ranks" "${placement[@]}" "$TANDEM" train "$@"
+    choose_launcher
+    local command
+    if [ "$launcher" = srun ]; then
+        command=(srun --mpi=pmix -n "$ranks" --kill-on-bad-exit=1 "$TANDEM" train "$@")
+    else
+        local placement=()
+        [ "$ranks" -gt "$(nproc)" ] && placement+=(--oversubscribe)
+        # Replica threads inside each rank need more than the one core mpirun would bind the rank to.
+        case " $* " in *" --replicas "*) placement+=(--bind-to none) ;; esac
+        command=(mpirun -np "$ranks" "${placement[@]}" "$TANDEM" train "$@")
+    fi
+    announce "${command[@]}"
+    "${command[@]}"
 }
 
 # Copies a task's output lines to the terminal as "[LABEL] line" and, bare, to its log FILE.
@@ -69,9 +103,11 @@ tag_lines() {
         '{ print "[" label "] " $0; fflush(); print >> file; fflush(file) }'
 }
 
-# A cluster job: `tandem cluster plan` lists the tasks; chief and workers become one mpirun job, one rank per task
-# (in rank order, each with its own TF_CONFIG, on its own host); evaluators run beside it on this host, watching the
-# checkpoints. Every output line is tagged with its task's role and kept in that task's log.
+# A cluster job: `tandem cluster plan` lists the tasks. Under mpirun, chief and workers become one mpirun job, one
+# rank per task (in rank order, each with its own TF_CONFIG, on its own host), and a parameter-server job's tasks are
+# processes on this host (run_task_processes). In a Slurm allocation every task of either strategy is a task of one
+# srun step, in the plan's order, each reading its role from Slurm (SLURM_PROCID). Evaluators run beside the job on
+# this host, watching the checkpoints. Every output line is tagged with its task's role and kept in that task's log.
 run_cluster() {
     local config="$1"; shift
     local dry_run=0 args=() checkpoints=""
@@ -83,22 +119,31 @@ run_cluster() {
         esac
         shift
     done
+    choose_launcher
     local plan
-    plan="$("$TANDEM" cluster plan "$config")" || exit 1
+    if [ "$launcher" = srun ]; then
+        plan="$("$TANDEM" cluster plan "$config")" || exit 1
+    else
+        # mpirun's tasks take their places from the cluster section (or TF_CONFIG), not from an allocation around them.
+        plan="$(env -u SLURM_JOB_ID -u SLURM_JOBID "$TANDEM" cluster plan "$config")" || exit 1
+    fi
     local run_dir
     run_dir="${TANDEM_RUNS:-runs}/$(basename "$config" .json)-$(date +%Y%m%d-%H%M%S)"
-    if [ "${plan%%$'\t'*}" = parameter_server ]; then
+    local job_strategy="${plan%%$'\t'*}"
+    if [ "$job_strategy" = parameter_server ] && [ -z "$checkpoints" ]; then
         # The chief checkpoints every epoch (evaluators watch the folder).
-        [ -n "$checkpoints" ] || args+=(--checkpoint-dir "$run_dir/checkpoints")
+        checkpoints="$run_dir/checkpoints"
+        args+=(--checkpoint-dir "$checkpoints")
+    fi
+    if [ "$job_strategy" = parameter_server ] && [ "$launcher" = mpirun ]; then
         run_task_processes "$config" "$plan" "$run_dir" "$dry_run" ${args[@]+"${args[@]}"}
         return
     fi
-    local strategy labels=() hosts=() tf_configs=() evaluators=() evaluator_configs=()
+    local strategy labels=() hosts=() ports=() tf_configs=() evaluators=() evaluator_configs=()
     while IFS=$'\t' read -r strategy role index host port tf_config; do
         case "$role" in
-            chief|worker) labels+=("$role $index"); hosts+=("$host"); tf_configs+=("$tf_config") ;;
-            evaluator)    evaluators+=("$role $index"); evaluator_configs+=("$tf_config") ;;
-            *)            say "not starting $role $index: the mirrored strategy has no use for it" ;;
+            chief|worker|ps) labels+=("$role $index"); hosts+=("$host"); ports+=("$port"); tf_configs+=("$tf_config") ;;
+            evaluator)       evaluators+=("$role $index"); evaluator_configs+=("$tf_config") ;;
         esac
     done <<<"$plan"
     # Evaluators evaluate each checkpoint as training writes it: training must write some.
@@ -106,21 +151,42 @@ run_cluster() {
         checkpoints="$run_dir/checkpoints"
         args+=(--checkpoint-dir "$checkpoints")
     fi
-    # Each host gets as many slots as tasks it runs; a task's context names its host with that count.
-    declare -A slots=()
-    for host in "${hosts[@]}"; do slots[$host]=$(( ${slots[$host]:-0} + 1 )); done
-    local host_list="" contexts=() rank
-    for host in "${!slots[@]}"; do host_list+="${host_list:+,}$host:${slots[$host]}"; done
-    for rank in "${!labels[@]}"; do
-        [ "$rank" -gt 0 ] && contexts+=(:)
-        contexts+=(-np 1 -H "${hosts[$rank]}:${slots[${hosts[$rank]}]}" -x "TF_CONFIG=${tf_configs[$rank]}"
-                   "$TANDEM" train "$config" ${args[@]+"${args[@]}"})
-        if [ $dry_run = 1 ]; then
-            printf '[%s] rank %d on %s: TF_CONFIG=%s %s train %s %s\n' "${labels[$rank]}" "$rank" "${hosts[$rank]}" \
-                "${tf_configs[$rank]}" "$TANDEM" "$config" "${args[*]-}"
+    local command=() rank
+    if [ "$launcher" = srun ]; then
+        if [ "$job_strategy" = mirrored ]; then
+            # One MPI rank per task (PMIx); a rank that dies ends the step at once, as under mpirun.
+            command=(srun --mpi=pmix --kill-on-bad-exit=1 -n "${#labels[@]}" --label "$TANDEM" train "$config" ${args[@]+"${args[@]}"})
+        else
+            # No MPI; a dead worker leaves the others running (the job tolerates it). Each task reports its end on a
+            # last line, so this script learns when the chief has ended the job (and which step to cancel).
+            export TANDEM_JOB_TOKEN
+            TANDEM_JOB_TOKEN="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+            command=(srun --mpi=none --kill-on-bad-exit=0 -n "${#labels[@]}" --label /bin/sh -c
+                     '"$@"; status=$?; echo "tandem-task-ended $SLURM_JOB_ID.$SLURM_STEP_ID $status"; exit $status'
+                     sh "$TANDEM" train "$config" ${args[@]+"${args[@]}"})
         fi
-    done
-    local command=(mpirun --host "$host_list" --tag-output --bind-to none "${contexts[@]}")
+        if [ $dry_run = 1 ]; then
+            for rank in "${!labels[@]}"; do
+                printf '[%s] Slurm task %d on %s, port %s\n' "${labels[$rank]}" "$rank" "${hosts[$rank]}" "${ports[$rank]}"
+            done
+        fi
+    else
+        # Each host gets as many slots as tasks it runs; a task's context names its host with that count.
+        declare -A slots=()
+        for host in "${hosts[@]}"; do slots[$host]=$(( ${slots[$host]:-0} + 1 )); done
+        local host_list="" contexts=()
+        for host in "${!slots[@]}"; do host_list+="${host_list:+,}$host:${slots[$host]}"; done
+        for rank in "${!labels[@]}"; do
+            [ "$rank" -gt 0 ] && contexts+=(:)
+            contexts+=(-np 1 -H "${hosts[$rank]}:${slots[${hosts[$rank]}]}" -x "TF_CONFIG=${tf_configs[$rank]}"
+                       "$TANDEM" train "$config" ${args[@]+"${args[@]}"})
+            if [ $dry_run = 1 ]; then
+                printf '[%s] rank %d on %s: TF_CONFIG=%s %s train %s %s\n' "${labels[$rank]}" "$rank" "${hosts[$rank]}" \
+                    "${tf_configs[$rank]}" "$TANDEM" "$config" "${args[*]-}"
+            fi
+        done
+        command=(mpirun --host "$host_list" --tag-output --bind-to none "${contexts[@]}")
+    fi
     local i
     if [ $dry_run = 1 ]; then
         for i in "${!evaluators[@]}"; do
@@ -130,36 +196,81 @@ run_cluster() {
         printf 'command:'; printf ' %q' "${command[@]}"; printf '\n'
         return
     fi
+    announce "${command[@]}"
     mkdir -p "$run_dir"
     for label in "${labels[@]}" ${evaluators[@]+"${evaluators[@]}"}; do : >"$run_dir/${label// /-}.log"; done
     say "cluster job: $(( ${#labels[@]} + ${#evaluators[@]} )) tasks, logs in $run_dir"
     local side_cars=()
     for i in "${!evaluators[@]}"; do
-        local log="$run_dir/${evaluators[$i]// /-}.log"
-        TF_CONFIG="${evaluator_configs[$i]}" "$TANDEM" evaluate "$config" --watch "$checkpoints" --timeout 300 \
+        local log="$run_dir/${evaluators[$i]// /-}.log" tf_config="${evaluator_configs[$i]}"
+        [ "$tf_config" = - ] && tf_config=""
+        TF_CONFIG="$tf_config" "$TANDEM" evaluate "$config" --watch "$checkpoints" --timeout 300 \
             > >(tag_lines "${evaluators[$i]}" "$log") 2>&1 &
         side_cars+=($!)
     done
-    # Lines arrive as "[job,rank]<stdout>: text": replace the tag by the task's role, and keep one log per task.
-    local roles
+    # mpirun tags lines "[job,rank]<stdout>: text", srun --label "rank: text" (padded): replace the tag by the task's
+    # role and keep one log per task. A task's "tandem-task-ended STEP STATUS" line (Slurm parameter-server jobs) is
+    # not output: it names a failed task, and the chief's is written to chief-ended for the loop below.
+    local roles chief_ended="$run_dir/.chief-ended" failures_file="$run_dir/.failed-tasks"
     roles="$(printf '%s\n' "${labels[@]}")"
-    "${command[@]}" > >(awk ${awk_line_mode[@]+"${awk_line_mode[@]}"} -v roles="$roles" -v dir="$run_dir" '
+    "${command[@]}" > >(awk ${awk_line_mode[@]+"${awk_line_mode[@]}"} -v roles="$roles" -v dir="$run_dir" -v ended="$chief_ended" -v failures="$failures_file" '
         BEGIN { n = split(roles, label, "\n") }
-        match($0, /^\[[0-9]+,[0-9]+\]<std(out|err)>: ?/) {
-            tag = substr($0, 2, index($0, "]") - 2); split(tag, part, ","); r = part[2] + 1
-            text = substr($0, RLENGTH + 1)
+        function emit(r, text,    file) {
             file = dir "/" label[r] ".log"; gsub(/ /, "-", file)
             print "[" label[r] "] " text; fflush()
             print text >> file; fflush(file)
+        }
+        match($0, /^\[[0-9]+,[0-9]+\]<std(out|err)>: ?/) {
+            tag = substr($0, 2, index($0, "]") - 2); split(tag, part, ",")
+            emit(part[2] + 1, substr($0, RLENGTH + 1))
+            next
+        }
+        match($0, /^ *[0-9]+: /) {
+            r = substr($0, 1, RLENGTH - 2) + 1; text = substr($0, RLENGTH + 1)
+            if (r > n) { print; fflush(); next }
+            if (text ~ /^tandem-task-ended /) {
+                split(text, field, " ")
+                if (label[r] == "chief 0") { print field[2], field[3] > ended; close(ended) }
+                else if (field[3] != 0) { print label[r] "\t" field[3] >> failures; close(failures) }
+                next
+            }
+            emit(r, text)
             next
         }
         { print; fflush() }') 2>&1 &
     local job=$!
     trap 'kill -TERM "$job" ${side_cars[@]+"${side_cars[@]}"} 2>/dev/null' INT TERM
+    # The chief decides when a parameter-server job ends: the ps and workers stop when they hear of it; a task still
+    # running 10 s after the chief ended is stopped with the step (scancel), so nothing outlives the job.
+    local stop_at="" cancelled=0
+    while kill -0 "$job" 2>/dev/null; do
+        if [ -z "$stop_at" ] && [ -s "$chief_ended" ]; then stop_at=$((SECONDS + 10)); fi
+        if [ -n "$stop_at" ] && [ $SECONDS -ge "$stop_at" ]; then
+            if [ $cancelled = 0 ]; then
+                say "tasks still running 10 s after the chief ended the job: cancelling step $(cut -d' ' -f1 "$chief_ended")"
+                scancel "$(cut -d' ' -f1 "$chief_ended")" 2>/dev/null || true
+                cancelled=1; stop_at=$((SECONDS + 10))
+            else
+                kill -KILL "$job" 2>/dev/null || true
+            fi
+        fi
+        sleep 0.2
+    done
     local status=0
     wait "$job" || status=$?
-    # A signal interrupts wait: wait again for mpirun to stop its ranks.
-    while kill -0 "$job" 2>/dev/null; do wait "$job" || status=$?; done
+    if [ "$job_strategy" = parameter_server ]; then
+        # The exit status is the chief's, as for the job's processes on this host (run_task_processes).
+        local chief_status
+        chief_status="$(cut -s -d' ' -f2 "$chief_ended" 2>/dev/null || true)"
+        status="${chief_status:-$status}"
+        local failed=() label task_status
+        if [ -f "$failures_file" ]; then
+            while IFS=$'\t' read -r label task_status; do failed+=("$label $(describe_exit "$task_status")"); done <"$failures_file"
+        fi
+        [ $cancelled = 1 ] && failed+=("the tasks still running were stopped with the step")
+        rm -f "$failures_file"
+    fi
+    rm -f "$chief_ended"
     # Evaluators finish with the last checkpoint; after a failed training there will be none.
     for i in "${!side_cars[@]}"; do
         [ $status -eq 0 ] || kill -KILL "${side_cars[$i]}" 2>/dev/null || true
@@ -169,7 +280,11 @@ run_cluster() {
     done
     trap - INT TERM
     wait 2>/dev/null || true
-    [ $status -eq 0 ] || say "cluster job failed (exit $status); logs in $run_dir"
+    if [ "$job_strategy" = parameter_server ]; then
+        report_parameter_server_job "$status" "$run_dir" ${failed[@]+"${failed[@]}"}
+    else
+        [ $status -eq 0 ] || say "cluster job failed (exit $status); logs in $run_dir"
+    fi
     return $status
 }
 
@@ -181,7 +296,7 @@ run_task_processes() {
     local args=("$@") token
     token="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     local strategy role index host port tf_config labels=() pids=() chief_pid=""
-    [ "$dry_run" = 1 ] || { mkdir -p "$run_dir"; say "parameter-server job, logs in $run_dir"; }
+    [ "$dry_run" = 1 ] || { mkdir -p "$run_dir"; say "parameter-server job, a process per task ($launcher_why), logs in $run_dir"; }
     while IFS=$'\t' read -r strategy role index host port tf_config; do
         local label="$role $index" command=("$TANDEM" train "$config" ${args[@]+"${args[@]}"})
         [ "$role" = evaluator ] && command=("$TANDEM" evaluate "$config" --watch "${checkpoints:-$run_dir/checkpoints}" --timeout 300)
@@ -214,24 +329,27 @@ run_task_processes() {
         local stopped_here=0 task_status=0
         kill -0 "${pids[$i]}" 2>/dev/null && { stopped_here=1; kill -KILL "${pids[$i]}" 2>/dev/null || true; }
         wait "${pids[$i]}" || task_status=$?
-        if [ "$task_status" -ne 0 ] && [ $stopped_here = 0 ]; then
-            failed+=("${labels[$i]} $(describe_exit "$task_status")")
-            say "${labels[$i]} $(describe_exit "$task_status")"
-        fi
+        if [ "$task_status" -ne 0 ] && [ $stopped_here = 0 ]; then failed+=("${labels[$i]} $(describe_exit "$task_status")"); fi
     done
     trap - INT TERM
     wait 2>/dev/null || true
-    # One meaning for the exit status: the chief's. A parameter-server job tolerates dead workers (TensorFlow's
-    # ParameterServerStrategy does too), so a job whose chief finished exits 0 even if a task died on the way; the
-    # last line names the tasks that failed.
+    report_parameter_server_job "$status" "$run_dir" ${failed[@]+"${failed[@]}"}
+    return $status
+}
+
+# The last line of a parameter-server job: report_parameter_server_job STATUS RUN_DIR [FAILURE...].
+# One meaning for the exit status: the chief's. A parameter-server job tolerates dead workers (TensorFlow's
+# ParameterServerStrategy does too), so a job whose chief finished exits 0 even if a task died on the way; the last
+# line names the tasks that failed and how.
+report_parameter_server_job() {
+    local status="$1" run_dir="$2"; shift 2
     local failures=""
-    [ ${#failed[@]} -eq 0 ] || failures="; $(IFS=';'; echo "${failed[*]}" | sed 's/;/, /g') along the way"
-    if [ $status -eq 0 ]; then
+    [ $# -eq 0 ] || failures="; $(IFS=';'; echo "$*" | sed 's/;/, /g') along the way"
+    if [ "$status" -eq 0 ]; then
         say "parameter-server job finished: the chief completed the training${failures}; logs in $run_dir"
     else
         say "parameter-server job failed: chief 0 $(describe_exit "$status")${failures}; logs in $run_dir"
     fi
-    return $status
 }
 
 # "exited with status N" or "was killed by SIGNAME" for a status from bash's `wait` (128 + N means signal N).
@@ -274,7 +392,7 @@ case "${1:-}" in
     test)      SYSTEM_PACKAGES+=("${TEST_PACKAGES[@]}"); install_system_packages; run_tests ;;
     bench)     install_system_packages; run_bench ;;
     train)     shift; install_system_packages; build >/dev/null; "$TANDEM" train "$@" ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
     *.json)    [ -f "$1" ] || die "$1: no such config file"
                config="$1"; shift; install_system_packages; build >&2; run_cluster "$config" "$@" ;;
     *)         die "unknown command '$1' (try ./launch.sh --help)" ;;

@@ -3,7 +3,8 @@ import TandemCore
 
 /// Who takes part in a job and where, in TensorFlow's TF_CONFIG shape:
 /// `{"cluster": {"chief": ["host:port"], "worker": [...], "ps": [...], "evaluator": [...]}, "task": {"type": "worker", "index": 0}}`.
-/// It comes from the TF_CONFIG environment variable or, failing that, the job config's "cluster" section.
+/// It comes from the TF_CONFIG environment variable or, failing that, from Slurm (inside a job step or allocation:
+/// ClusterSpec+Slurm.swift) with the job config's "cluster" section giving the role counts, or from that section alone.
 public struct ClusterSpec: Sendable, Equatable {
     public enum Role: String, CaseIterable, Sendable, Codable {
         case chief, worker, ps, evaluator
@@ -37,8 +38,10 @@ public struct ClusterSpec: Sendable, Equatable {
     public let roles: [Role: [Address]]
     /// This process's task, when the source names one.
     public let task: Task?
-    /// Where the spec came from ("TF_CONFIG" or the config path), for messages.
+    /// Where the spec came from ("TF_CONFIG", "Slurm job 42" or the config path), for messages.
     public let source: String
+    /// The Slurm job or step the tasks were placed by, when the spec came from Slurm.
+    public internal(set) var slurm: SlurmEnvironment? = nil
 
     /// Every task, chief first, then workers, ps, evaluators: the mirrored strategy's MPI rank order.
     public var tasks: [(task: Task, address: Address)] {
@@ -134,14 +137,20 @@ public struct ClusterSpec: Sendable, Equatable {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// The spec in effect: TF_CONFIG when set (as in TensorFlow), else the job config's cluster section, else nil.
+    /// The spec in effect: TF_CONFIG when set (as in TensorFlow); else, for a config with a cluster section, Slurm's
+    /// placement of that section's roles when under Slurm, or the section itself; else nil.
     public static func resolve(config: JobConfig, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ClusterSpec? {
         if let text = environment["TF_CONFIG"], !text.trimmingCharacters(in: .whitespaces).isEmpty {
             let raw = try decodeJSON(RawTFConfig.self, from: Data(text.utf8), path: "TF_CONFIG")
             return try ClusterSpec(cluster: raw.cluster, task: try raw.task?.resolved(source: "TF_CONFIG"), source: "TF_CONFIG")
         }
         guard let cluster = config.cluster else { return nil }
-        return try ClusterSpec(cluster: cluster, task: nil, source: config.sourcePath ?? "config")
+        let path = config.sourcePath ?? "config"
+        if let slurm = try SlurmEnvironment(environment: environment) {
+            return try ClusterSpec(slurm: slurm, roleCounts: cluster.mapValues(\.count), countsFrom: path,
+                                   portBase: try slurmPortBase(environment))
+        }
+        return try ClusterSpec(cluster: cluster, task: nil, source: path)
     }
 }
 

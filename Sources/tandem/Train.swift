@@ -8,7 +8,7 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train the model a job config describes, then report test loss and accuracy.",
         discussion: """
-            Flags override the config's training fields. Started by mpirun, every rank is one replica of a mirrored (synchronous data-parallel) job; batch_size is then the global batch. Examples:
+            Flags override the config's training fields. Started by mpirun or srun --mpi=pmix, every rank is one replica of a mirrored (synchronous data-parallel) job; batch_size is then the global batch. In a cluster job each task finds its role in TF_CONFIG or, under Slurm, from SLURM_PROCID and the config's cluster section. Examples:
               tandem train configs/fashion-mnist-mlp.json
               mpirun -np 2 tandem train configs/fashion-mnist-mlp.json --batch-size 128
               tandem train configs/fashion-mnist-mlp.json --epochs 10 --checkpoint-dir runs/mlp --metrics runs/mlp.jsonl
@@ -201,7 +201,7 @@ struct Train: ParsableCommand {
         if isChief { report(summary, trainer: trainer) }
     }
 
-    /// A cluster job started by launch.sh gives each rank its TF_CONFIG: it must name the task of that rank.
+    /// A cluster job's rank must be the task its TF_CONFIG (or Slurm) names: launch.sh starts them in that order.
     private func checkClusterTask(_ job: JobConfig, process: Communicator) throws {
         guard let spec = try ClusterSpec.resolve(config: job), let task = spec.task, job.clusterStrategy == .mirrored else { return }
         try spec.validate(for: .mirrored)
