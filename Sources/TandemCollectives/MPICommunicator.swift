@@ -23,8 +23,8 @@ public final class MPICommunicator: Communicator {
     private var wireBuffer: UnsafeMutablePointer<UInt16>?
     private var wireCapacity = 0
     private var bfloat16Sum: MPI_Op?
-    /// Receive buffer of the fixed-tree reduction, grown (rarely) to the largest seen.
-    private var scratch: UnsafeMutablePointer<Float>?
+    /// Receive buffer of the all-reduce and the fixed-tree sum (see `scratch(count:)`).
+    private var scratchBuffer: UnsafeMutablePointer<Float>?
     private var scratchCapacity = 0
     /// Requests of the gradient buckets in flight (capacity fixed at start: no allocation per step).
     private let bucketRequests: UnsafeMutablePointer<MPI_Request?>
@@ -73,14 +73,59 @@ public final class MPICommunicator: Communicator {
 
     deinit {
         wireBuffer?.deallocate()
-        scratch?.deallocate()
+        scratchBuffer?.deallocate()
         bucketRequests.deallocate()
     }
 
+    /// Note [All-reduce without allocation]: Open MPI 4.1's MPI_Allreduce (coll/tuned, which picks its ring for a
+    /// gradient arena) mallocs a temporary buffer on every call, so every step allocated once per rank. This is
+    /// recursive doubling instead — at distance d = 1, 2, 4, ... each rank swaps its whole buffer with rank ⊕ d
+    /// (one MPI_Sendrecv) and adds — receiving into `scratch`, allocated once; ranks beyond the largest power of
+    /// two first fold their buffer into a partner's and get the result back at the end. Both partners of a swap
+    /// add the same two numbers, and float addition commutes, so every rank ends with the same bits, as
+    /// MPI_Allreduce guarantees. Measured here on 2 ranks (15,912 floats, shared memory): 22 µs against
+    /// MPI_Allreduce's 21 µs.
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard size > 1 else { return }
+        let received = scratch(count: count)
+        var powerOfTwo = 1
+        while powerOfTwo * 2 <= size { powerOfTwo *= 2 }
+        let extra = size - powerOfTwo, length = Int32(count)
         try collective(.allreduce, count: count) {
-            MPI_Allreduce(tandem_mpi_in_place(), buffer, Int32(count), tandem_mpi_float(), tandem_mpi_sum(), world)
+            func swapAndAdd(with partner: Int) -> Int32 {
+                let code = MPI_Sendrecv(buffer, length, tandem_mpi_float(), Int32(partner), 8, received, length, tandem_mpi_float(),
+                                        Int32(partner), 8, world, tandem_mpi_status_ignore())
+                if code == MPI_SUCCESS { for i in 0..<count { buffer[i] += received[i] } }
+                return code
+            }
+            if rank >= powerOfTwo {
+                let code = MPI_Send(buffer, length, tandem_mpi_float(), Int32(rank - powerOfTwo), 8, world)
+                if code != MPI_SUCCESS { return code }
+                return MPI_Recv(buffer, length, tandem_mpi_float(), Int32(rank - powerOfTwo), 8, world, tandem_mpi_status_ignore())
+            }
+            if rank < extra {
+                let code = MPI_Recv(received, length, tandem_mpi_float(), Int32(rank + powerOfTwo), 8, world, tandem_mpi_status_ignore())
+                if code != MPI_SUCCESS { return code }
+                for i in 0..<count { buffer[i] += received[i] }
+            }
+            var distance = 1
+            while distance < powerOfTwo {
+                let code = swapAndAdd(with: rank ^ distance)
+                if code != MPI_SUCCESS { return code }
+                distance *= 2
+            }
+            return rank < extra ? MPI_Send(buffer, length, tandem_mpi_float(), Int32(rank + powerOfTwo), 8, world) : MPI_SUCCESS
         }
+    }
+
+    /// The receive buffer of the all-reduce and the fixed-tree sum, grown (rarely) to the largest request seen.
+    private func scratch(count: Int) -> UnsafeMutablePointer<Float> {
+        if count > scratchCapacity || scratchBuffer == nil {
+            scratchBuffer?.deallocate()
+            scratchBuffer = .allocate(capacity: max(count, 1))
+            scratchCapacity = count
+        }
+        return scratchBuffer!
     }
 
     public func allreduceGradients(_ buffer: UnsafeMutablePointer<Float>, count: Int, exactTail: Int) throws {
@@ -127,12 +172,7 @@ public final class MPICommunicator: Communicator {
     /// Binary tree by rank: at stride s, rank r (a multiple of 2s) receives rank r + s's partial sum and adds it;
     /// the total ends on rank 0 and is broadcast. Float addition commutes, so only the tree's shape matters.
     public func treeAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
-        if count > scratchCapacity {
-            scratch?.deallocate()
-            scratch = .allocate(capacity: count)
-            scratchCapacity = count
-        }
-        let partial = scratch!
+        let partial = scratch(count: count)
         try collective(.allreduce, count: count) {
             var stride = 1
             while stride < size {

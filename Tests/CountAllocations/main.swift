@@ -14,8 +14,15 @@
 //   allocations path=tape strategy=threads replicas=2 rank=0 steps=200 count=0 per_replica_step=0.000
 //
 //   CountAllocations [--config FILE] [--first 100] [--last 300] [--backtraces N] [--allocate-in-step]
+//                    [--rows-per-replica 64]
 // --backtraces N prints where the first N allocations inside the window come from; --allocate-in-step makes every
 // step allocate once (in this harness, not in the library): the check that a step that allocates is seen.
+//
+// Every replica trains on 64 rows per step (the global batch is 64 × replicas), as the one process does. At 32 rows
+// OpenBLAS 0.3.21 allocates inside cblas_sgemm: its SkylakeX small-matrix kernel (taken when m·n·k ≤ 10⁶) mallocs a
+// packing buffer on every call when n mod 16 is 1...8 — the 784 → 20 layer. Ways around it inside Tandem measured
+// slower (two calls of 11 and 9 columns: 18.6 µs instead of 12.0 µs; OpenBLAS's sgemm_direct: 19.5 µs), so that
+// allocation is left to OpenBLAS; `--rows-per-replica 32 --backtraces 1` shows it.
 import CAllocationCounter
 import Foundation
 import TandemCollectives
@@ -30,6 +37,7 @@ struct Options {
     var last = 300
     var backtraces = 0
     var allocateInStep = false
+    var rowsPerReplica = 64
 
     init(_ arguments: [String]) {
         var rest = arguments.dropFirst()
@@ -40,7 +48,8 @@ struct Options {
             case "--last": last = rest.popFirst().flatMap(Int.init) ?? last
             case "--backtraces": backtraces = rest.popFirst().flatMap(Int.init) ?? 0
             case "--allocate-in-step": allocateInStep = true
-            default: fatalError("usage: CountAllocations [--config FILE] [--first N] [--last N] [--backtraces N] [--allocate-in-step]")
+            case "--rows-per-replica": rowsPerReplica = rest.popFirst().flatMap(Int.init) ?? rowsPerReplica
+            default: fatalError("usage: CountAllocations [--config FILE] [--first N] [--last N] [--backtraces N] [--allocate-in-step] [--rows-per-replica R]")
             }
         }
         precondition(0 < first && first < last, "need 0 < --first < --last")
@@ -79,10 +88,13 @@ final class Window: @unchecked Sendable {
     }
 }
 
-/// The harness's deliberate allocation, kept reachable so the optimizer cannot remove it.
-nonisolated(unsafe) var injected: [Int] = []
+/// The harness's deliberate allocation (--allocate-in-step), one sink per replica (replicas run concurrently); the
+/// array is kept in an object so the optimizer cannot remove it.
+final class AllocationSink {
+    private(set) var kept: [Int] = []
 
-@inline(never) func allocateOnce(_ step: Int) { injected = [step, step] }
+    @inline(never) func allocate(_ step: Int) { kept = [step, step] }
+}
 
 /// Passes everything to the communicator it wraps; on replica 0 it also opens and closes the window, from the
 /// progress note the trainer makes at the start of every step. The trainer is not changed for counting.
@@ -90,6 +102,7 @@ final class WindowCommunicator: Communicator {
     let inner: Communicator
     let window: Window
     private let isReplicaZeroOfProcess: Bool
+    private let sink = AllocationSink()
 
     init(_ inner: Communicator, window: Window, isReplicaZeroOfProcess: Bool) {
         self.inner = inner
@@ -117,7 +130,7 @@ final class WindowCommunicator: Communicator {
         inner.noteProgress(step: step, phase: phase)
         guard phase == .forward else { return }
         if isReplicaZeroOfProcess { window.note(completedSteps: step - 1) }
-        if window.allocateInStep { allocateOnce(step) }
+        if window.allocateInStep { sink.allocate(step) }
     }
 }
 
@@ -150,11 +163,12 @@ func trainOnTape(job: JobConfig, data: DataSource, communicator: Communicator, w
     let optimizer = SGD(parameterCount: variables.count, learningRate: job.optimizer.learningRate)
     let tape = ArenaTape(variables: variables)
     var statistics = LossStatistics()
+    let sink = AllocationSink()
     pipeline.startEpoch(0)
     defer { pipeline.finishEpoch() }
     while let batch = try pipeline.next(), batch.step < window.last + 1 {
         if isReplicaZero { window.note(completedSteps: batch.step) }
-        if window.allocateInStep { allocateOnce(batch.step) }
+        if window.allocateInStep { sink.allocate(batch.step) }
         tape.reset()
         let images = tape.constant(batch.features, rows: batch.rows, columns: 784)
         let hidden = addBias(matmul(images, tape.variable(w1)), tape.variable(b1), activation: .relu)
@@ -185,26 +199,31 @@ print("counter check: \(seen) allocations counted for 100 arrays")
 do {
     var loaded = try JobConfig.load(path: options.config)
     loaded.training.epochs = 1
-    let job = loaded
     let mpi = MPICommunicator.isLaunchedByMPI ? try MPICommunicator() : nil
-    let data = try DataSource.load(config: job)
+    let data = try DataSource.load(config: loaded)
     let paths: [(name: String, run: @Sendable (JobConfig, DataSource, Communicator, Window, Bool) throws -> Void)] = [
         ("fused", trainFused), ("tape", trainOnTape),
     ]
+    func job(replicas: Int) -> JobConfig {
+        var job = loaded
+        job.training.batchSize = options.rowsPerReplica * replicas
+        return job
+    }
     for path in paths {
         let window = Window(options)
         if let mpi {
-            try path.run(job, data, mpi, window, true)
+            try path.run(job(replicas: mpi.size), data, mpi, window, true)
             window.report(path: path.name, strategy: "mpi", replicas: 1, rank: mpi.rank)
             try mpi.barrier()
             continue
         }
-        try path.run(job, data, LocalCommunicator(), window, true)
+        try path.run(job(replicas: 1), data, LocalCommunicator(), window, true)
         window.report(path: path.name, strategy: "local", replicas: 1, rank: 0)
         let threads = Window(options)
         let pin = ProcessInfo.processInfo.activeProcessorCount >= 2
+        let twoReplicaJob = job(replicas: 2)
         try ThreadReplicas.run(count: 2, pinToCores: pin) { replica, communicator in
-            try path.run(job, data, communicator, threads, replica == 0)
+            try path.run(twoReplicaJob, data, communicator, threads, replica == 0)
         }
         threads.report(path: path.name, strategy: "threads", replicas: 2, rank: 0)
     }

@@ -43,16 +43,17 @@ extension EndToEnd {
             Self.expectNoAllocations(outcome, ["fused mpi 0", "fused mpi 1", "tape mpi 0", "tape mpi 1"])
         }
 
-        /// The counter is not blind: when the harness allocates once in every step of every replica, it reports at
-        /// least one allocation per replica and step on each path and strategy.
+        /// The counter is not blind: when the harness allocates once in every step of every replica, it reports one
+        /// allocation per replica and step on each path and strategy.
         @Test func aStepThatAllocatesIsCounted() throws {
             let outcome = try TandemProcess.command([TandemProcess.sibling("CountAllocations"), "--config", Self.config, "--allocate-in-step"],
                                                     timeoutSeconds: 300)
             #expect(outcome.status == 0, "\(outcome.stdout.suffix(3000))\n\(outcome.stderr.suffix(3000))")
             let found = Self.reports(outcome)
             for key in ["fused local 0", "tape local 0", "fused threads 0", "tape threads 0"] {
+                // Replica 0 reads the count as its step starts; the other replica may be one allocation behind.
                 let perStep = found[key]?["per_replica_step"].flatMap(Double.init) ?? 0
-                #expect(perStep >= 1, "\(key): \(perStep) allocations per replica and step with one allocation injected per step\n\(outcome.stdout)")
+                #expect(perStep >= 0.99, "\(key): \(perStep) allocations per replica and step with one allocation injected per step\n\(outcome.stdout)")
             }
         }
     }
