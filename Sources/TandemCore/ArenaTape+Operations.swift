@@ -157,12 +157,24 @@ private func elementwise(_ a: ArenaTape.Value, _ b: ArenaTape.Value, _ op: Arena
                              value: output.value, gradient: output.gradient))
 }
 
+/// Element-wise a + b, broadcasting an operand of one row or one column (or a scalar) over the other.
+///
+/// ```swift
+/// let shifted = scores + tape.variable(offset)      // [rows, n] + [1, n]
+/// ```
 public func + (a: ArenaTape.Value, b: ArenaTape.Value) -> ArenaTape.Value { elementwise(a, b, .add, "+") }
+/// Element-wise a − b, broadcasting as `+` does.
 public func - (a: ArenaTape.Value, b: ArenaTape.Value) -> ArenaTape.Value { elementwise(a, b, .subtract, "-") }
+/// Element-wise a · b, broadcasting as `+` does.
 public func * (a: ArenaTape.Value, b: ArenaTape.Value) -> ArenaTape.Value { elementwise(a, b, .multiply, "*") }
+/// Element-wise a / b, broadcasting as `+` does.
 public func / (a: ArenaTape.Value, b: ArenaTape.Value) -> ArenaTape.Value { elementwise(a, b, .divide, "/") }
 
 /// a · factor, element-wise.
+///
+/// ```swift
+/// let penalty = sum(square(tape.variable(kernel))) * 1e-4
+/// ```
 public func * (a: ArenaTape.Value, factor: Float) -> ArenaTape.Value {
     let tape = a.tape, input = tape[a]
     let output = tape.allocateOutput(rows: input.rows, columns: input.columns, needsGradient: input.gradient != nil)
@@ -189,12 +201,23 @@ private func unary(_ a: ArenaTape.Value, _ function: ArenaTape.UnaryFunction) ->
                              value: output.value, gradient: output.gradient))
 }
 
+/// Element-wise −a.
 public prefix func - (a: ArenaTape.Value) -> ArenaTape.Value { unary(a, .negate) }
+/// Element-wise max(a, 0); its gradient is 0 where a ≤ 0.
+///
+/// ```swift
+/// let hidden = relu(matmul(images, tape.variable(w1)) + tape.variable(b1))
+/// ```
 public func relu(_ a: ArenaTape.Value) -> ArenaTape.Value { unary(a, .relu) }
+/// Element-wise tanh (the trainer's vectorizing rational form, within float rounding of libm's).
 public func tanh(_ a: ArenaTape.Value) -> ArenaTape.Value { unary(a, .tanh) }
+/// Element-wise 1 / (1 + e^−a).
 public func sigmoid(_ a: ArenaTape.Value) -> ArenaTape.Value { unary(a, .sigmoid) }
+/// Element-wise e^a.
 public func exp(_ a: ArenaTape.Value) -> ArenaTape.Value { unary(a, .exp) }
+/// Element-wise natural logarithm.
 public func log(_ a: ArenaTape.Value) -> ArenaTape.Value { unary(a, .log) }
+/// Element-wise a².
 public func square(_ a: ArenaTape.Value) -> ArenaTape.Value { unary(a, .square) }
 
 /// Applies an activation by name, as a layer description would.
@@ -220,6 +243,10 @@ private func reduceSum(_ a: ArenaTape.Value, scale: Float) -> ArenaTape.Value {
 }
 
 /// Sum of all elements, a scalar.
+///
+/// ```swift
+/// tape.backward(from: sum(square(prediction - target)))
+/// ```
 public func sum(_ a: ArenaTape.Value) -> ArenaTape.Value { reduceSum(a, scale: 1) }
 
 /// Mean of all elements, a scalar.
