@@ -9,7 +9,8 @@
 // so the window holds exactly `last - first` steps of every replica, plus whatever background threads (prefetch,
 // stall inspector) did meanwhile. EndToEndTests.AllocationTests runs it alone and under mpirun.
 //
-// One process: the local strategy, then 2 replica threads. Under mpirun: every rank one replica (MPICommunicator).
+// One process: the local strategy, then 2 replica threads. Under mpirun: every rank one replica (MPICommunicator),
+// then 2 replica threads per rank (hierarchical: threads sum in shared memory, replica 0 of each rank over MPI).
 // Prints one line per path and strategy and rank:
 //   allocations path=tape strategy=threads replicas=2 rank=0 steps=200 count=0 per_replica_step=0.000
 //
@@ -62,9 +63,11 @@ final class Window: @unchecked Sendable {
     private(set) var opened: Int?
     private(set) var closed: Int?
 
-    init(_ options: Options) {
+    /// The window ends by the last step of the epoch (the hybrid job's global batch of 256 has 234 steps).
+    init(_ options: Options, stepsPerEpoch: Int) {
         first = options.first
-        last = options.last
+        last = min(options.last, stepsPerEpoch - 1)
+        precondition(last - first >= 50, "an epoch of \(stepsPerEpoch) steps leaves too short a window after step \(first)")
         backtraces = options.backtraces
         allocateInStep = options.allocateInStep
     }
@@ -210,22 +213,20 @@ do {
         return job
     }
     for path in paths {
-        let window = Window(options)
-        if let mpi {
-            try path.run(job(replicas: mpi.size), data, mpi, window, true)
-            window.report(path: path.name, strategy: "mpi", replicas: 1, rank: mpi.rank)
-            try mpi.barrier()
-            continue
+        // One replica per process: the local strategy alone, or every rank of the mpirun job.
+        let process: Communicator = mpi ?? LocalCommunicator()
+        let window = Window(options, stepsPerEpoch: data.trainRows.count / job(replicas: process.size).training.batchSize)
+        try path.run(job(replicas: process.size), data, process, window, true)
+        window.report(path: path.name, strategy: mpi == nil ? "local" : "mpi", replicas: 1, rank: process.rank)
+        // Two replica threads per process: mirrored in one process, or hybrid (threads within ranks) under mpirun.
+        let pin = mpi == nil && ProcessInfo.processInfo.activeProcessorCount >= 2
+        let threadJob = job(replicas: 2 * process.size)
+        let threads = Window(options, stepsPerEpoch: data.trainRows.count / threadJob.training.batchSize)
+        try ThreadReplicas.run(count: 2, process: mpi, pinToCores: pin) { replica, communicator in
+            try path.run(threadJob, data, communicator, threads, replica == 0)
         }
-        try path.run(job(replicas: 1), data, LocalCommunicator(), window, true)
-        window.report(path: path.name, strategy: "local", replicas: 1, rank: 0)
-        let threads = Window(options)
-        let pin = ProcessInfo.processInfo.activeProcessorCount >= 2
-        let twoReplicaJob = job(replicas: 2)
-        try ThreadReplicas.run(count: 2, pinToCores: pin) { replica, communicator in
-            try path.run(twoReplicaJob, data, communicator, threads, replica == 0)
-        }
-        threads.report(path: path.name, strategy: "threads", replicas: 2, rank: 0)
+        threads.report(path: path.name, strategy: mpi == nil ? "threads" : "mpi-threads", replicas: 2, rank: process.rank)
+        try mpi?.barrier()
     }
     mpi?.finalize()
 } catch {

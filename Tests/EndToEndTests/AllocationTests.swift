@@ -27,7 +27,7 @@ extension EndToEnd {
             #expect(outcome.stdout.contains("counter check: "), "the counter did not check itself")
             let found = reports(outcome)
             for key in keys {
-                #expect(found[key]?["steps"] == "200", "\(key): no report of 200 steps\n\(outcome.stdout)")
+                #expect((found[key]?["steps"]).flatMap(Int.init).map { $0 >= 100 } == true, "\(key): no report of 100 steps or more\n\(outcome.stdout)")
                 #expect(found[key]?["count"] == "0", "\(key) allocates in steady-state steps:\n\(outcome.stdout)")
             }
         }
@@ -37,10 +37,12 @@ extension EndToEnd {
             Self.expectNoAllocations(outcome, ["fused local 0", "tape local 0", "fused threads 0", "tape threads 0"])
         }
 
+        /// 2 ranks of one replica each, then 2 ranks of 2 replica threads each (hybrid).
         @Test func twoMPIRanksAllocateNothingPerStep() throws {
             let outcome = try TandemProcess.mpirun(ranks: 2, program: TandemProcess.sibling("CountAllocations"), ["--config", Self.config],
                                                    timeoutSeconds: 300)
-            Self.expectNoAllocations(outcome, ["fused mpi 0", "fused mpi 1", "tape mpi 0", "tape mpi 1"])
+            Self.expectNoAllocations(outcome, ["fused mpi 0", "fused mpi 1", "tape mpi 0", "tape mpi 1",
+                                               "fused mpi-threads 0", "fused mpi-threads 1", "tape mpi-threads 0", "tape mpi-threads 1"])
         }
 
         /// The counter is not blind: when the harness allocates once in every step of every replica, it reports one
