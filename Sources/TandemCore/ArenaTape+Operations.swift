@@ -292,23 +292,26 @@ extension ArenaTape.Operation {
             }
 
         case let .addBias(x, bias, activation):
-            // dZ = dOutput ⊙ activation′ (in terms of the output, as the trainer's kernel), summed down the columns
-            // for the bias: one pass, without a buffer for dZ.
-            let dInput = records[x].gradient, dBias = records[bias].gradient, y = output.value
-            let columns = output.columns
-            for r in 0..<output.rows {
-                let dy = dOutput + r * columns, yr = y + r * columns
-                for c in 0..<columns {
-                    let dz: Float
-                    switch activation {
-                    case .identity, .softmax: dz = dy[c]
-                    case .relu: dz = yr[c] > 0 ? dy[c] : 0
-                    case .tanh: dz = dy[c] * (1 - yr[c] * yr[c])
-                    case .sigmoid: dz = dy[c] * yr[c] * (1 - yr[c])
+            // dZ = dOutput ⊙ activation′ (in terms of the output, as the trainer's kernel), added to the input's
+            // gradient and summed down the columns for the bias in one pass, without a buffer for dZ. The switch
+            // sits outside the loops so each activation's loop vectorizes.
+            let rows = output.rows, columns = output.columns, y = UnsafePointer(output.value), dy = UnsafePointer(dOutput)
+            let dInput = records[x].gradient, dBias = records[bias].gradient
+            @inline(__always) func accumulate(_ slope: (_ y: Float, _ dy: Float) -> Float) {
+                for r in 0..<rows {
+                    let row = r * columns
+                    for c in 0..<columns {
+                        let dz = slope(y[row + c], dy[row + c])
+                        dInput?[row + c] += dz
+                        dBias?[c] += dz
                     }
-                    dInput?[r * columns + c] += dz
-                    dBias?[c] += dz
                 }
+            }
+            switch activation {
+            case .identity, .softmax: accumulate { _, dy in dy }
+            case .relu: accumulate { y, dy in y > 0 ? dy : 0 }
+            case .tanh: accumulate { y, dy in dy * (1 - y * y) }
+            case .sigmoid: accumulate { y, dy in dy * y * (1 - y) }
             }
 
         case let .softmaxCrossEntropy(logits, dLogits):
