@@ -15,7 +15,7 @@
 //   allocations path=tape strategy=threads replicas=2 rank=0 steps=200 count=0 per_replica_step=0.000
 //
 //   CountAllocations [--config FILE] [--first 100] [--last 300] [--backtraces N] [--allocate-in-step]
-//                    [--rows-per-replica 64]
+//                    [--rows-per-replica 64] [--bucket-size FLOATS] [--allreduce-dtype bf16]
 // --backtraces N prints where the first N allocations inside the window come from; --allocate-in-step makes every
 // step allocate once (in this harness, not in the library): the check that a step that allocates is seen.
 //
@@ -39,6 +39,9 @@ struct Options {
     var backtraces = 0
     var allocateInStep = false
     var rowsPerReplica = 64
+    /// Options of the MPI path the tests leave at their defaults: gradient buckets (fused path) and bf16 on the wire.
+    var bucketFloats: Int?
+    var bf16 = false
 
     init(_ arguments: [String]) {
         var rest = arguments.dropFirst()
@@ -50,6 +53,8 @@ struct Options {
             case "--backtraces": backtraces = rest.popFirst().flatMap(Int.init) ?? 0
             case "--allocate-in-step": allocateInStep = true
             case "--rows-per-replica": rowsPerReplica = rest.popFirst().flatMap(Int.init) ?? rowsPerReplica
+            case "--bucket-size": bucketFloats = rest.popFirst().flatMap(Int.init)
+            case "--allreduce-dtype": bf16 = rest.popFirst() == "bf16"
             default: fatalError("usage: CountAllocations [--config FILE] [--first N] [--last N] [--backtraces N] [--allocate-in-step] [--rows-per-replica R]")
             }
         }
@@ -59,7 +64,7 @@ struct Options {
 
 /// The allocation count when the window opened and closed.
 final class Window: @unchecked Sendable {
-    let first: Int, last: Int, backtraces: Int, allocateInStep: Bool
+    let first: Int, last: Int, backtraces: Int, allocateInStep: Bool, bucketFloats: Int?
     private(set) var opened: Int?
     private(set) var closed: Int?
 
@@ -70,6 +75,7 @@ final class Window: @unchecked Sendable {
         precondition(last - first >= 50, "an epoch of \(stepsPerEpoch) steps leaves too short a window after step \(first)")
         backtraces = options.backtraces
         allocateInStep = options.allocateInStep
+        bucketFloats = options.bucketFloats
     }
 
     /// Called by replica 0 as `completedSteps` steps are done and the next begins.
@@ -143,6 +149,7 @@ final class WindowCommunicator: Communicator {
 func trainFused(job: JobConfig, data: DataSource, communicator: Communicator, window: Window, isReplicaZero: Bool) throws {
     let counted = WindowCommunicator(communicator, window: window, isReplicaZeroOfProcess: isReplicaZero)
     let trainer = try Trainer(config: job, data: data, communicator: counted)
+    trainer.gradientBucketFloats = window.bucketFloats
     try trainer.synchronizeReplicas()
     var options = TrainingOptions()
     options.progress = .silent
@@ -202,7 +209,7 @@ print("counter check: \(seen) allocations counted for 100 arrays")
 do {
     var loaded = try JobConfig.load(path: options.config)
     loaded.training.epochs = 1
-    let mpi = MPICommunicator.isLaunchedByMPI ? try MPICommunicator() : nil
+    let mpi = MPICommunicator.isLaunchedByMPI ? try MPICommunicator(wireType: options.bf16 ? .bf16 : .float32) : nil
     let data = try DataSource.load(config: loaded)
     let paths: [(name: String, run: @Sendable (JobConfig, DataSource, Communicator, Window, Bool) throws -> Void)] = [
         ("fused", trainFused), ("tape", trainOnTape),
