@@ -51,7 +51,7 @@ let package = Package(
         ]),
         .executableTarget(name: "LinearRegressionExample", dependencies: ["TandemCore"],
                           path: "Examples/LinearRegression"),
-        .executableTarget(name: "FashionTapeExample", dependencies: ["TandemCore", "TandemData"],
+        .executableTarget(name: "FashionTapeExample", dependencies: ["TandemCore", "TandemData", "TandemNN"],
                           path: "Examples/FashionTape"),
 
         // Helpers the test targets share (temporary folders, a PNG encoder, an expectation on Tandem's errors).
@@ -59,6 +59,12 @@ let package = Package(
         // Seeded mutations of valid files through every reader, as a process of its own (EndToEndTests.FuzzTests).
         .executableTarget(name: "FuzzReaders", dependencies: ["TandemCore", "TandemData", "TandemNN", "TandemTrain", "TandemTestSupport"],
                           path: "Tests/FuzzReaders"),
+        // Heap allocations per steady-state step of both training paths and every strategy, counted by malloc and its
+        // relatives defined in the executable itself (EndToEndTests.AllocationTests).
+        .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
+        .executableTarget(name: "CountAllocations", dependencies: [
+            "CAllocationCounter", "TandemCore", "TandemData", "TandemNN", "TandemCollectives", "TandemTrain",
+        ], path: "Tests/CountAllocations"),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
         .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore", "TandemTestSupport"]),
         .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore", "TandemTestSupport"]),

@@ -12,6 +12,8 @@ let package = Package(
     targets: [
         // The flags every example takes (--epochs, --batch-size, --seed, --replicas, --reduction-groups, --metrics, --save).
         .target(name: "ExampleOptions", dependencies: [.product(name: "Tandem", package: "Tandem")], path: "ExampleOptions"),
+        .executableTarget(name: "CustomTrainingLoop", dependencies: ["ExampleOptions", .product(name: "Tandem", package: "Tandem")],
+                          path: "CustomTrainingLoop"),
         .executableTarget(name: "KerasStyle", dependencies: ["ExampleOptions", .product(name: "Tandem", package: "Tandem")],
                           path: "KerasStyle"),
     ]

@@ -19,12 +19,11 @@ public final class MPICommunicator: Communicator {
     public let wireType: WireType
     private let world: MPI_Comm
     private let stallInspector: StallInspector
-    /// bf16 staging buffer, grown (rarely) to the largest all-reduce seen, and the MPI operation that sums it.
+    /// bf16 staging buffer, grown (rarely) to the largest all-reduce seen.
     private var wireBuffer: UnsafeMutablePointer<UInt16>?
     private var wireCapacity = 0
-    private var bfloat16Sum: MPI_Op?
-    /// Receive buffer of the fixed-tree reduction, grown (rarely) to the largest seen.
-    private var scratch: UnsafeMutablePointer<Float>?
+    /// Receive buffer of the all-reduce and the fixed-tree sum (see `scratch(count:)`).
+    private var scratchBuffer: UnsafeMutablePointer<Float>?
     private var scratchCapacity = 0
     /// Requests of the gradient buckets in flight (capacity fixed at start: no allocation per step).
     private let bucketRequests: UnsafeMutablePointer<MPI_Request?>
@@ -64,23 +63,73 @@ public final class MPICommunicator: Communicator {
         self.size = Int(size)
         stallInspector = try StallInspector(world: world, rank: Int(rank), size: Int(size), timeoutSeconds: stallTimeoutSeconds, action: stallAction)
         bucketRequests = .allocate(capacity: Self.maxBuckets)
-        if wireType == .bf16 {
-            var op: MPI_Op?
-            try Self.check(MPI_Op_create(sumBFloat16, 1, &op), "MPI_Op_create")
-            bfloat16Sum = op
-        }
     }
 
     deinit {
         wireBuffer?.deallocate()
-        scratch?.deallocate()
+        scratchBuffer?.deallocate()
         bucketRequests.deallocate()
     }
 
+    /// Note [All-reduce without allocation]: Open MPI 4.1's MPI_Allreduce (coll/tuned, which picks its ring for a
+    /// gradient arena) mallocs a temporary buffer on every call, so every step allocated once per rank. This is
+    /// recursive doubling instead — at distance d = 1, 2, 4, ... each rank swaps its whole buffer with rank ⊕ d
+    /// (one MPI_Sendrecv) and adds — receiving into `scratch`, allocated once; ranks beyond the largest power of
+    /// two first fold their buffer into a partner's and get the result back at the end. Both partners of a swap
+    /// add the same two numbers, and float addition commutes, so every rank ends with the same bits, as
+    /// MPI_Allreduce guarantees. Cost, 2 ranks, the mlp's 15,912 floats in shared memory: the trainer's median
+    /// all-reduce 16.6 µs against MPI_Allreduce's 14.9 µs (7 alternating runs; MPI adds with AVX-512 kernels, this
+    /// loop compiles for baseline x86-64; MPI_Reduce_local measured no faster).
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
-        try collective(.allreduce, count: count) {
-            MPI_Allreduce(tandem_mpi_in_place(), buffer, Int32(count), tandem_mpi_float(), tandem_mpi_sum(), world)
+        try recursiveDoublingSum(buffer, count: count, datatype: tandem_mpi_float(), elementBytes: 4) { into, from, count in
+            let sum = into.assumingMemoryBound(to: Float.self), other = from.assumingMemoryBound(to: Float.self)
+            for i in 0..<count { sum[i] += other[i] }
         }
+    }
+
+    /// The exchange of Note [All-reduce without allocation], for any element type: `add(into, from, count)` adds
+    /// `count` received elements into the buffer's.
+    private func recursiveDoublingSum(
+        _ buffer: UnsafeMutableRawPointer, count: Int, datatype: MPI_Datatype?, elementBytes: Int,
+        add: (UnsafeMutableRawPointer, UnsafeRawPointer, Int) -> Void
+    ) throws {
+        guard size > 1 else { return }
+        let received = UnsafeMutableRawPointer(scratch(count: (count * elementBytes + 3) / 4))
+        var powerOfTwo = 1
+        while powerOfTwo * 2 <= size { powerOfTwo *= 2 }
+        let extra = size - powerOfTwo, length = Int32(count)
+        try collective(.allreduce, count: count) {
+            if rank >= powerOfTwo {
+                let code = MPI_Send(buffer, length, datatype, Int32(rank - powerOfTwo), 8, world)
+                if code != MPI_SUCCESS { return code }
+                return MPI_Recv(buffer, length, datatype, Int32(rank - powerOfTwo), 8, world, tandem_mpi_status_ignore())
+            }
+            if rank < extra {
+                let code = MPI_Recv(received, length, datatype, Int32(rank + powerOfTwo), 8, world, tandem_mpi_status_ignore())
+                if code != MPI_SUCCESS { return code }
+                add(buffer, received, count)
+            }
+            var distance = 1
+            while distance < powerOfTwo {
+                let partner = Int32(rank ^ distance)
+                let code = MPI_Sendrecv(buffer, length, datatype, partner, 8, received, length, datatype, partner, 8, world,
+                                        tandem_mpi_status_ignore())
+                if code != MPI_SUCCESS { return code }
+                add(buffer, received, count)
+                distance *= 2
+            }
+            return rank < extra ? MPI_Send(buffer, length, datatype, Int32(rank + powerOfTwo), 8, world) : MPI_SUCCESS
+        }
+    }
+
+    /// The receive buffer of the all-reduce and the fixed-tree sum, grown (rarely) to the largest request seen.
+    private func scratch(count: Int) -> UnsafeMutablePointer<Float> {
+        if count > scratchCapacity || scratchBuffer == nil {
+            scratchBuffer?.deallocate()
+            scratchBuffer = .allocate(capacity: max(count, 1))
+            scratchCapacity = count
+        }
+        return scratchBuffer!
     }
 
     public func allreduceGradients(_ buffer: UnsafeMutablePointer<Float>, count: Int, exactTail: Int) throws {
@@ -93,8 +142,10 @@ public final class MPICommunicator: Communicator {
         }
         let wire = wireBuffer!
         convertToBFloat16(buffer, wire, count: compressed)
-        try collective(.allreduce, count: compressed) {
-            MPI_Allreduce(tandem_mpi_in_place(), wire, Int32(compressed), tandem_mpi_uint16(), bfloat16Sum, world)
+        // Added in float and rounded back, as the sum of two bfloat16 values; commutative, so ranks agree bit for bit.
+        try recursiveDoublingSum(wire, count: compressed, datatype: tandem_mpi_uint16(), elementBytes: 2) { into, from, count in
+            let sum = into.assumingMemoryBound(to: UInt16.self), other = from.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<count { sum[i] = bfloat16Bits(floatFromBFloat16Bits(sum[i]) + floatFromBFloat16Bits(other[i])) }
         }
         convertFromBFloat16(wire, buffer, count: compressed)
         if exactTail > 0 { try allreduceSum(buffer + compressed, count: exactTail) }
@@ -127,12 +178,7 @@ public final class MPICommunicator: Communicator {
     /// Binary tree by rank: at stride s, rank r (a multiple of 2s) receives rank r + s's partial sum and adds it;
     /// the total ends on rank 0 and is broadcast. Float addition commutes, so only the tree's shape matters.
     public func treeAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
-        if count > scratchCapacity {
-            scratch?.deallocate()
-            scratch = .allocate(capacity: count)
-            scratchCapacity = count
-        }
-        let partial = scratch!
+        let partial = scratch(count: count)
         try collective(.allreduce, count: count) {
             var stride = 1
             while stride < size {
@@ -210,16 +256,6 @@ public final class MPICommunicator: Communicator {
         var length: Int32 = 0
         MPI_Error_string(code, &text, &length)
         throw TandemError(.communication, "\(what) failed: \(String(decoding: text.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self))")
-    }
-}
-
-/// The MPI reduction for bfloat16 payloads: add in float, round back (commutative, so MPI may reorder freely).
-private func sumBFloat16(_ input: UnsafeMutableRawPointer?, _ accumulator: UnsafeMutableRawPointer?,
-                         _ length: UnsafeMutablePointer<Int32>?, _ type: UnsafeMutablePointer<MPI_Datatype?>?) {
-    guard let input, let accumulator, let length else { return }
-    let a = input.assumingMemoryBound(to: UInt16.self), b = accumulator.assumingMemoryBound(to: UInt16.self)
-    for i in 0..<Int(length.pointee) {
-        b[i] = bfloat16Bits(floatFromBFloat16Bits(a[i]) + floatFromBFloat16Bits(b[i]))
     }
 }
 

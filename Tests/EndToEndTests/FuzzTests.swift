@@ -6,7 +6,7 @@ extension EndToEnd {
     /// mutations of valid files gives a TandemError or valid data: never a trap, a hang, or an allocation beyond what
     /// the file size justifies (Tests/FuzzReaders says how each is caught).
     @Suite struct FuzzTests {
-        static var fuzzer: String { URL(fileURLWithPath: TandemProcess.binary).deletingLastPathComponent().appendingPathComponent("FuzzReaders").path }
+        static var fuzzer: String { TandemProcess.sibling("FuzzReaders") }
 
         @Test(arguments: [1, 2] as [UInt64])
         func noReaderTrapsHangsOrOverallocatesOnMutatedFiles(seed: UInt64) throws {

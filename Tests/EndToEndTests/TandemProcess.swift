@@ -23,12 +23,17 @@ struct TandemProcess {
 
     /// `mpirun -np ranks tandem arguments`, with the flags launch.sh uses (root, oversubscription, fast abort).
     static func mpirun(ranks: Int, _ arguments: [String], timeoutSeconds: Int = 300) throws -> Outcome {
-        try execute(mpirunPrefix(ranks: ranks) + [binary] + arguments, timeoutSeconds: timeoutSeconds)
+        try mpirun(ranks: ranks, program: binary, arguments, timeoutSeconds: timeoutSeconds)
     }
 
-    /// `mpirun -np ranks PROGRAM arguments` for any program (the examples), with the same flags.
+    /// `mpirun -np ranks program arguments`, for another program of the package (see `sibling(_:)`).
     static func mpirun(ranks: Int, program: String, _ arguments: [String], timeoutSeconds: Int = 300) throws -> Outcome {
         try execute(mpirunPrefix(ranks: ranks) + [program] + arguments, timeoutSeconds: timeoutSeconds)
+    }
+
+    /// A program the package builds next to `tandem` (FuzzReaders, CountAllocations).
+    static func sibling(_ name: String) -> String {
+        URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent(name).path
     }
 
     /// A program built by the Examples package (`swift build -c release --package-path Examples`, as launch.sh

@@ -1,0 +1,62 @@
+import Foundation
+import Testing
+
+extension EndToEnd {
+    /// Steady-state training steps allocate nothing — the fused trainer's and a custom loop's on the arena tape, in
+    /// one process, on 2 replica threads and on 2 MPI ranks — as counted by Tests/CountAllocations, which interposes
+    /// malloc and its relatives for the whole process and reads the count at the start of steps 101 and 301.
+    @Suite(.serialized) struct AllocationTests {
+        static let config = TandemProcess.packageRoot.appendingPathComponent("configs/fashion-mnist-mlp.json").path
+
+        /// The counter's report lines, keyed "path strategy rank", as their fields.
+        static func reports(_ outcome: TandemProcess.Outcome) -> [String: [String: String]] {
+            var reports: [String: [String: String]] = [:]
+            for line in outcome.stdout.split(separator: "\n") where line.hasPrefix("allocations ") {
+                var fields: [String: String] = [:]
+                for field in line.split(separator: " ").dropFirst() {
+                    let parts = field.split(separator: "=", maxSplits: 1)
+                    if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+                }
+                reports["\(fields["path"] ?? "?") \(fields["strategy"] ?? "?") \(fields["rank"] ?? "?")"] = fields
+            }
+            return reports
+        }
+
+        static func expectNoAllocations(_ outcome: TandemProcess.Outcome, _ keys: [String]) {
+            #expect(outcome.status == 0, "\(outcome.stdout.suffix(3000))\n\(outcome.stderr.suffix(3000))")
+            #expect(outcome.stdout.contains("counter check: "), "the counter did not check itself")
+            let found = reports(outcome)
+            for key in keys {
+                #expect((found[key]?["steps"]).flatMap(Int.init).map { $0 >= 100 } == true, "\(key): no report of 100 steps or more\n\(outcome.stdout)")
+                #expect(found[key]?["count"] == "0", "\(key) allocates in steady-state steps:\n\(outcome.stdout)")
+            }
+        }
+
+        @Test func oneProcessAndTwoReplicaThreadsAllocateNothingPerStep() throws {
+            let outcome = try TandemProcess.command([TandemProcess.sibling("CountAllocations"), "--config", Self.config], timeoutSeconds: 300)
+            Self.expectNoAllocations(outcome, ["fused local 0", "tape local 0", "fused threads 0", "tape threads 0"])
+        }
+
+        /// 2 ranks of one replica each, then 2 ranks of 2 replica threads each (hybrid).
+        @Test func twoMPIRanksAllocateNothingPerStep() throws {
+            let outcome = try TandemProcess.mpirun(ranks: 2, program: TandemProcess.sibling("CountAllocations"), ["--config", Self.config],
+                                                   timeoutSeconds: 300)
+            Self.expectNoAllocations(outcome, ["fused mpi 0", "fused mpi 1", "tape mpi 0", "tape mpi 1",
+                                               "fused mpi-threads 0", "fused mpi-threads 1", "tape mpi-threads 0", "tape mpi-threads 1"])
+        }
+
+        /// The counter is not blind: when the harness allocates once in every step of every replica, it reports one
+        /// allocation per replica and step on each path and strategy.
+        @Test func aStepThatAllocatesIsCounted() throws {
+            let outcome = try TandemProcess.command([TandemProcess.sibling("CountAllocations"), "--config", Self.config, "--allocate-in-step"],
+                                                    timeoutSeconds: 300)
+            #expect(outcome.status == 0, "\(outcome.stdout.suffix(3000))\n\(outcome.stderr.suffix(3000))")
+            let found = Self.reports(outcome)
+            for key in ["fused local 0", "tape local 0", "fused threads 0", "tape threads 0"] {
+                // Replica 0 reads the count as its step starts; the other replica may be one allocation behind.
+                let perStep = found[key]?["per_replica_step"].flatMap(Double.init) ?? 0
+                #expect(perStep >= 0.99, "\(key): \(perStep) allocations per replica and step with one allocation injected per step\n\(outcome.stdout)")
+            }
+        }
+    }
+}
