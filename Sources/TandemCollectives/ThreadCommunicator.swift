@@ -29,6 +29,19 @@ public final class ThreadCommunicator: Communicator {
     }
 
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        try sum(buffer, count: count) { process, sum in try process.allreduceSum(sum, count: count) }
+    }
+
+    /// The gradients' sum: across processes the process's own gradient exchange (bf16 on the wire when it says
+    /// so), with the exact tail kept exact.
+    public func allreduceGradients(_ buffer: UnsafeMutablePointer<Float>, count: Int, exactTail: Int) throws {
+        try sum(buffer, count: count) { process, sum in try process.allreduceGradients(sum, count: count, exactTail: exactTail) }
+    }
+
+    /// The threads sum their buffers chunk by chunk into replica 0's, replica 0 sums that across processes with
+    /// `acrossProcesses`, and every thread copies its chunk of the total back.
+    private func sum(_ buffer: UnsafeMutablePointer<Float>, count: Int,
+                     acrossProcesses: (Communicator, UnsafeMutablePointer<Float>) throws -> Void) throws {
         let buffers = group.buffers, replicas = group.count
         buffers[local] = buffer
         try group.wait(replica: local)
@@ -40,7 +53,7 @@ public final class ThreadCommunicator: Communicator {
         }
         if let process {
             try group.wait(replica: local)
-            if local == 0 { try process.allreduceSum(sum, count: count) }
+            if local == 0 { try acrossProcesses(process, sum) }
             try group.wait(replica: local)
         }
         for r in 1..<replicas {

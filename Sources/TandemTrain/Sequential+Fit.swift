@@ -22,16 +22,9 @@ extension Sequential {
         try DataSource.check(dataset.train, against: job, what: "training data")
         if let test = dataset.test { try DataSource.check(test, against: job, what: "test data") }
         let data = DataSource(dataset, validationSplit: validationSplit)
-        let start = UncheckedSendable(self)
-        let trained = try strategy.run { communicator in
-            let trainer = try communicator.agreeOnOutcome {
-                try Trainer(config: job, data: data, communicator: communicator, startingFrom: start.value)
-            }
-            try trainer.synchronizeReplicas()
-            return UncheckedSendable((try trainer.fit(options: options), trainer.model))
-        }
-        parameters.copy(from: trained.value.1.parameters)
-        return trained.value.0
+        let trained = try Trainer.run(job, on: data, strategy: strategy, start: TrainingStart(model: self), options: options)
+        parameters.copy(from: trained.trainer.value.model.parameters)
+        return trained.summary
     }
 
     /// Loss and accuracy on `examples` (the dataset's test set when nil), with the scaling `fit` uses.

@@ -139,10 +139,25 @@ struct Train: ParsableCommand {
             return try runParameterServerTask(task, job: job, spec: spec, loadData: loadData)
         }
         let data = try loadData()
-        let command = self
-        try strategy.run { communicator in
-            try command.trainReplica(job: job, data: data, communicator: communicator)
+        var options = TrainingOptions()
+        options.checkpointDirectory = checkpointDir
+        options.keepCheckpoints = keep
+        options.metricsPath = metrics
+        options.tensorboardDirectory = tensorboard
+        options.timelinePath = timeline
+        // mpirun hands ranks a pseudo-terminal even when its own output is a file: choose plain lines there.
+        options.progress = progress == .automatic && MPICommunicator.isLaunchedByMPI ? .lines : progress
+        let quiet = progress == .silent
+        let (summary, trainer) = try Trainer.run(
+            job, on: data, strategy: strategy, start: TrainingStart(checkpoint: try resumePath(), gradientBucketFloats: bucketSize),
+            options: options
+        ) { trainer, resumedFrom in
+            if let resumedFrom { print("Resuming from \(resumedFrom) after epoch \(trainer.completedEpochs)") }
+            if trainer.communicator.size > 1 && !quiet {
+                print("\(trainer.communicator.size) replicas, \(trainer.pipeline.perShardBatchSize) rows each of every global batch of \(trainer.pipeline.globalBatchSize)")
+            }
         }
+        if strategy.isChief { report(summary, trainer: trainer.value) }
     }
 
     /// This process's role in a parameter-server job, as its TF_CONFIG task says.
@@ -171,34 +186,6 @@ struct Train: ParsableCommand {
         case .evaluator:
             throw TandemError(.usage, "an evaluator task runs `tandem evaluate CONFIG --watch DIR`, not `tandem train`")
         }
-    }
-
-    /// One replica's whole run: the same for a single process, an MPI rank and a replica thread.
-    private func trainReplica(job: JobConfig, data: DataSource, communicator: Communicator) throws {
-        let isChief = communicator.rank == 0
-        let trainer = try communicator.agreeOnOutcome {
-            let trainer = try Trainer(config: job, data: data, communicator: communicator)
-            if let checkpoint = try resumePath() {
-                try trainer.restore(from: checkpoint)
-                if isChief { print("Resuming from \(checkpoint) after epoch \(trainer.completedEpochs)") }
-            }
-            if let bucketSize { trainer.gradientBucketFloats = bucketSize }
-            return trainer
-        }
-        try trainer.synchronizeReplicas()
-        if isChief && communicator.size > 1 && progress != .silent {
-            print("\(communicator.size) replicas, \(trainer.pipeline.perShardBatchSize) rows each of every global batch of \(trainer.pipeline.globalBatchSize)")
-        }
-        var options = TrainingOptions()
-        options.checkpointDirectory = checkpointDir
-        options.keepCheckpoints = keep
-        options.metricsPath = metrics
-        options.tensorboardDirectory = tensorboard
-        options.timelinePath = timeline
-        // mpirun hands ranks a pseudo-terminal even when its own output is a file: choose plain lines there.
-        options.progress = progress == .automatic && MPICommunicator.isLaunchedByMPI ? .lines : progress
-        let summary = try trainer.fit(options: options)
-        if isChief { report(summary, trainer: trainer) }
     }
 
     /// A cluster job's rank must be the task its TF_CONFIG (or Slurm) names: launch.sh starts them in that order.

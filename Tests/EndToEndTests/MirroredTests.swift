@@ -43,12 +43,15 @@ extension EndToEnd {
             #expect(difference < 1e-5, "\(ranks) ranks × \(threads) threads drifted \(difference) from one process after an epoch")
         }
 
-        @Test(arguments: [["--bucket-size", "200"], ["--allreduce-dtype", "bf16"]])
+        /// Each variant against the fused float32 all-reduce at 2 ranks; the hybrid (2 ranks × 2 threads) sends bf16
+        /// between its ranks too.
+        @Test(arguments: [["--bucket-size", "200"], ["--allreduce-dtype", "bf16"], ["--allreduce-dtype", "bf16", "--replicas", "2"]])
         func gradientTransportVariantsTrainTheSameModel(variant: [String]) throws {
             let fused = work.appendingPathComponent("fused").path, other = work.appendingPathComponent("variant").path
-            let arguments = ["train", "configs/fashion-mnist-mlp.json", "--epochs", "1", "--batch-size", "128"]
+            let threads = variant.contains("--replicas") ? ["--replicas", "2"] : []
+            let arguments = ["train", "configs/fashion-mnist-mlp.json", "--epochs", "1", "--batch-size", "128"] + threads
             #expect(try TandemProcess.mpirun(ranks: 2, arguments + ["--checkpoint-dir", fused]).status == 0)
-            let run = try TandemProcess.mpirun(ranks: 2, arguments + ["--checkpoint-dir", other] + variant)
+            let run = try TandemProcess.mpirun(ranks: 2, arguments + ["--checkpoint-dir", other] + variant.filter { !threads.contains($0) })
             #expect(run.status == 0, "\(run.stderr)")
             let difference = try maxDifference(fused + "/epoch-0001.safetensors", other + "/epoch-0001.safetensors")
             // Buckets only change how the sum is cut up; bf16 rounds every gradient to 8 significant bits.
