@@ -17,16 +17,10 @@ source "$(dirname "$0")/slurm-common.sh"
 slurm_begin
 suffix="$$"
 a="tandem-slurm-a-$suffix" b="tandem-slurm-b-$suffix" prefix="10.79.1"
-ip netns add "$a"; namespaces+=("$a")
-ip netns add "$b"; namespaces+=("$b")
-ip link add "sa$suffix" type veth peer name "sb$suffix"
-ip link set "sa$suffix" netns "$a"
-ip link set "sb$suffix" netns "$b"
-ip -n "$a" addr add "$prefix.1/24" dev "sa$suffix"
-ip -n "$b" addr add "$prefix.2/24" dev "sb$suffix"
-for ns in "$a" "$b"; do ip -n "$ns" link set lo up; done
-ip -n "$a" link set "sa$suffix" up
-ip -n "$b" link set "sb$suffix" up
+source "$(dirname "$0")/namespaces.sh"
+# Listed for the cleanup before they exist: deleting a namespace that was never made is harmless there.
+namespaces+=("$a" "$b")
+join_two_namespaces "$a" "$b" "$prefix" "s$suffix"
 
 # The machine's name resolves to the controller's address (slurmctld must run on a host named in SlurmctldHost).
 { grep -v "[[:space:]]$(hostname)\([[:space:]]\|$\)" /etc/hosts; printf '%s.1 %s nodea\n%s.2 nodeb\n' "$prefix" "$(hostname)" "$prefix"; } >"$work/hosts"

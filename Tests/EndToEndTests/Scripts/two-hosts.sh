@@ -17,16 +17,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$a"
-ip netns add "$b"
-ip link add "va$suffix" type veth peer name "vb$suffix"
-ip link set "va$suffix" netns "$a"
-ip link set "vb$suffix" netns "$b"
-ip -n "$a" addr add "$prefix.1/24" dev "va$suffix"
-ip -n "$b" addr add "$prefix.2/24" dev "vb$suffix"
-for ns in "$a" "$b"; do ip -n "$ns" link set lo up; done
-ip -n "$a" link set "va$suffix" up
-ip -n "$b" link set "vb$suffix" up
+source "$(dirname "$0")/namespaces.sh"
+join_two_namespaces "$a" "$b" "$prefix" "v$suffix"
 
 # OpenMPI calls the agent as: AGENT [options] HOST COMMAND...
 cat >"$work/agent" <<AGENT
