@@ -95,6 +95,17 @@ extension Communicator {
 
     public func finishGradientBuckets() throws {}
 
+    /// Checks that every replica holds the same bits in `arenas` as rank 0 (one hash each, all-gathered): after
+    /// a broadcast, the proof that the replicas start alike. `after` names the broadcast for the message.
+    public func requireSameBits(in arenas: [FlatArena], after: String) throws {
+        guard size > 1 else { return }
+        let hashes = try allgather(withUnsafeBytes(of: FlatArena.bitHash(arenas).bigEndian) { Array($0) })
+            .map { $0.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } }
+        if let differing = hashes.indices.first(where: { hashes[$0] != hashes[0] }) {
+            throw TandemError(.communication, "replica \(differing) does not match rank 0 after \(after) (checksum \(String(hashes[differing], radix: 16)) vs \(String(hashes[0], radix: 16)))")
+        }
+    }
+
     /// Runs `body` on every replica, then lets them agree on the outcome: if any replica failed, every replica throws
     /// `AgreedFailure` with the failing ranks' messages (one message when all failed alike). A replica that fails
     /// alone would otherwise leave the others waiting in their next collective.

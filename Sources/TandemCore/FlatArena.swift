@@ -29,6 +29,15 @@ public final class FlatArena: @unchecked Sendable {
     }
 
     public var array: [Float] { Array(buffer) }
+
+    /// FNV-1a over the bits of `arenas`, in order: equal only when every value is bit for bit the same.
+    public static func bitHash(_ arenas: [FlatArena]) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for arena in arenas {
+            for i in 0..<arena.count { hash = (hash ^ UInt64(arena.base[i].bitPattern)) &* 0x100_0000_01b3 }
+        }
+        return hash
+    }
 }
 
 /// A named slice of an arena: what a layer holds instead of its own storage.

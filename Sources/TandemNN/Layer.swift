@@ -64,8 +64,7 @@ public enum LayerBuilder {
 extension ModelSpec.Layer {
     /// The layer this description names (`type` defaults to dense).
     public func makeLayer(index: Int) throws -> any Layer {
-        let kind = (type ?? "dense").lowercased()
-        switch kind {
+        switch (type ?? "dense").lowercased() {
         case "dense":
             let activation: Activation
             do { activation = try Activation(name: self.activation ?? "identity") } catch let error as TandemError {
@@ -73,7 +72,7 @@ extension ModelSpec.Layer {
             }
             return Dense(units, activation: activation)
         default:
-            throw TandemError(.badConfig, "model.layers[\(index)].type: unknown layer type \(TandemError.quoted(kind)) (expected \"dense\")")
+            throw TandemError(.badConfig, "model.layers[\(index)].type: unknown layer type \(TandemError.quoted(type ?? "")) (expected \"dense\")")
         }
     }
 }

@@ -25,27 +25,22 @@ public struct ModelSpec: Codable, Sendable, Equatable {
         self.layers = layers
     }
 
-    /// Checks what JSON decoding cannot: sizes, layer types, activation names and softmax placement.
-    public func validated() throws -> [(units: Int, activation: Activation)] {
+    /// Checks what JSON decoding cannot — sizes, layer types, activation names, softmax placement — and returns
+    /// the layers the description names (unbuilt: `Sequential` places them).
+    public func validated() throws -> [any TandemNN.Layer] {
         guard inputSize > 0, inputSize <= Self.maximumWidth else {
             throw TandemError(.badConfig, "model.input_size must be between 1 and \(Self.maximumWidth), found \(inputSize)")
         }
         guard !layers.isEmpty else { throw TandemError(.badConfig, "model.layers is empty: a model needs at least one layer") }
         return try layers.enumerated().map { index, layer in
-            if let type = layer.type, type.lowercased() != "dense" {
-                throw TandemError(.badConfig, "model.layers[\(index)].type: unknown layer type \"\(type)\" (expected \"dense\")")
-            }
             guard layer.units > 0, layer.units <= Self.maximumUnits else {
                 throw TandemError(.badConfig, "model.layers[\(index)].units must be between 1 and \(Self.maximumUnits), found \(layer.units)")
             }
-            let activation: Activation
-            do { activation = try Activation(name: layer.activation ?? "identity") } catch let error as TandemError {
-                throw TandemError(.badConfig, "model.layers[\(index)].activation: \(error.message)")
-            }
-            if activation == .softmax && index != layers.count - 1 {
+            let made = try layer.makeLayer(index: index)
+            if made.activation == .softmax && index != layers.count - 1 {
                 throw TandemError(.badConfig, "model.layers[\(index)].activation: softmax is only supported on the last layer")
             }
-            return (layer.units, activation)
+            return made
         }
     }
 
@@ -68,13 +63,7 @@ public struct ModelSpec: Codable, Sendable, Equatable {
     }
 
     /// Parameters (saturating at `Int.max`, to be refused by `MemoryBudget`).
-    public var parameterCount: Int {
-        var inputs = inputSize
-        return SaturatingSize.sum(layers.map { layer in
-            defer { inputs = layer.units }
-            return SaturatingSize.sum([SaturatingSize.product(inputs, layer.units), layer.units])
-        })
-    }
+    public var parameterCount: Int { SaturatingSize.sum(parameterTensors.map { SaturatingSize.product($0.shape) }) }
 
     /// Float32 values a replica allocates for this model: parameters, gradients, `optimizerSlots` more arenas of the
     /// parameters' size (optimizer state, reduction groups' gradients), and two activation buffers per layer for

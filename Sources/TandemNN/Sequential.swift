@@ -73,11 +73,10 @@ public final class Sequential: @unchecked Sendable {
         try reserve(maxBatchSize: maxBatchSize)
     }
 
-    /// The model a config describes (`spec.validated()` first, so every field problem names its field).
+    /// The model a config describes (its layers from `spec.validated()`, so every field problem names its field).
     public convenience init(spec: ModelSpec, seed: UInt64, maxBatchSize: Int) throws {
-        _ = try spec.validated()
+        let layers = try spec.validated()
         guard maxBatchSize >= 1 else { throw TandemError(.usage, "a model needs batches of at least 1 row, found \(maxBatchSize)") }
-        let layers = try spec.layers.enumerated().map { try $0.element.makeLayer(index: $0.offset) }
         try self.init(inputSize: spec.inputSize, seed: seed, maxBatchSize: maxBatchSize) { layers }
     }
 

@@ -77,14 +77,7 @@ public final class GradientReducer {
         for arena in [parameters] + state {
             try communicator.broadcast(arena.base, count: arena.count, root: 0)
         }
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for arena in [parameters] + state {
-            for i in 0..<arena.count { hash = (hash ^ UInt64(arena.base[i].bitPattern)) &* 0x100_0000_01b3 }
-        }
-        let hashes = try communicator.allgather(withUnsafeBytes(of: hash.bigEndian) { Array($0) })
-        if let differing = hashes.indices.first(where: { hashes[$0] != hashes[0] }) {
-            throw TandemError(.communication, "replica \(differing) does not hold rank 0's parameters after the broadcast")
-        }
+        try communicator.requireSameBits(in: [parameters] + state, after: "the broadcast of the parameters")
     }
 
     /// This replica's rows of every global batch of `examples` (each replica gets `globalBatchSize / size` rows

@@ -155,23 +155,7 @@ public final class Trainer {
         optimizer.iterations = Int(iterations)
         completedEpochs = Int(epochs)
 
-        let mine = stateChecksum()
-        let all = try communicator.allgather(withUnsafeBytes(of: mine.bigEndian) { Array($0) })
-        let sums = all.map { $0.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } }
-        if let differing = sums.indices.first(where: { sums[$0] != sums[0] }) {
-            throw TandemError(.communication, "replica \(differing) does not match rank 0 after the initial broadcast (checksum \(String(sums[differing], radix: 16)) vs \(String(sums[0], radix: 16)))")
-        }
-    }
-
-    /// FNV-1a over the bits of the parameters and optimizer state.
-    public func stateChecksum() -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        func mix(_ base: UnsafeMutablePointer<Float>) {
-            for i in 0..<model.parameterCount { hash = (hash ^ UInt64(base[i].bitPattern)) &* 0x100_0000_01b3 }
-        }
-        mix(model.parameters.base)
-        for (_, arena) in optimizer.state { mix(arena.base) }
-        return hash
+        try communicator.requireSameBits(in: [model.parameters] + optimizer.state.map(\.1), after: "the initial broadcast")
     }
 
     /// Walks the layers from the last (whose backward finishes first), closing a bucket once it holds

@@ -55,7 +55,7 @@ import TandemNN
         let json = #"{"input_size": 4, "layers": [{"type": "Dense", "units": 3, "activation": "ReLU"}, {"units": 2}]}"#
         let model = try JSONDecoder().decode(ModelSpec.self, from: Data(json.utf8))
         let layers = try model.validated()
-        #expect(layers.map(\.units) == [3, 2])
+        #expect(layers.map(\.specification.units) == [3, 2])
         #expect(layers.map(\.activation) == [.relu, .identity])
         #expect(model.outputSize == 2)
         let roundTrip = try JSONDecoder().decode(ModelSpec.self, from: JSONEncoder().encode(model))
