@@ -7,6 +7,7 @@
 #                                   a cluster job: every task of the config's "cluster" (or TF_CONFIG) with its own
 #                                   TF_CONFIG, output prefixed with its role, logs in runs/NAME-TIME/
 #                                   Inside a Slurm allocation (salloc, sbatch) both start as one Slurm job step (srun).
+#                                   A parameter-server job exits with the chief's status; its last line names tasks that died.
 #   ./launch.sh test                same set-up, then the whole test suite
 #   ./launch.sh bench               speed, accuracy, start-up and memory against the C floor (../shared/floor)
 #   ./launch.sh train ARGS          build, then `tandem train ARGS` in one process
@@ -392,7 +393,7 @@ case "${1:-}" in
     test)      SYSTEM_PACKAGES+=("${TEST_PACKAGES[@]}"); install_system_packages; run_tests ;;
     bench)     install_system_packages; run_bench ;;
     train)     shift; install_system_packages; build >/dev/null; "$TANDEM" train "$@" ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
     *.json)    [ -f "$1" ] || die "$1: no such config file"
                config="$1"; shift; install_system_packages; build >&2; run_cluster "$config" "$@" ;;
     *)         die "unknown command '$1' (try ./launch.sh --help)" ;;
