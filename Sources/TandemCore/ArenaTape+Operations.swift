@@ -21,6 +21,12 @@ extension ArenaTape {
         case softmax(Int)
         /// The fused loss; `dLogits` holds d(loss)/d(logits), computed with the loss in forward.
         case softmaxCrossEntropy(logits: Int, dLogits: UnsafeMutablePointer<Float>)
+        /// A convolution with bias and activation; `columns` holds the unfolded input from forward, `dColumns`
+        /// room for its gradient (nil when the input needs none).
+        case conv2d(Int, kernel: Int, bias: Int, Activation, WindowGeometry, columns: UnsafeMutablePointer<Float>, dColumns: UnsafeMutablePointer<Float>?)
+        /// Max pooling; `argmax` holds, per output value, the index within its example of the maximum.
+        case maxPool2d(Int, WindowGeometry, argmax: UnsafeMutablePointer<Int32>)
+        case averagePool2d(Int, WindowGeometry)
     }
 
     enum ElementwiseOperator { case add, subtract, multiply, divide }
@@ -257,6 +263,63 @@ public func meanSquaredError(_ prediction: ArenaTape.Value, _ target: ArenaTape.
     mean(square(prediction - target))
 }
 
+// MARK: image operations (NHWC images as rows of height · width · channels)
+
+/// A 2-D convolution of `x` — `x.rows` images of `geometry`'s input, one per row — by `kernel`
+/// [kh · kw · channels, filters] (a Keras kernel [kh, kw, channels, filters] read as a matrix), plus `bias` (one row
+/// of filters) and `activation`: one row of outputHeight · outputWidth · filters per image. The same im2col, GEMMs
+/// and fused bias + activation as the `Conv2D` layer.
+///
+/// ```swift
+/// let geometry = WindowGeometry(input: (28, 28, 1), window: (3, 3), strides: (1, 1), padding: .valid)!
+/// let features = conv2d(images, tape.variable(kernel), tape.variable(bias), geometry: geometry, activation: .relu)
+/// ```
+public func conv2d(_ x: ArenaTape.Value, _ kernel: ArenaTape.Value, _ bias: ArenaTape.Value, geometry g: WindowGeometry,
+                   activation: Activation = .identity) -> ArenaTape.Value {
+    let tape = x.tape, input = tape[x], weights = tape[kernel], row = tape[bias]
+    precondition(input.columns == g.inputCount, "conv2d: rows of \(input.columns) values are not \(g.inputHeight)×\(g.inputWidth)×\(g.channels) images")
+    precondition(weights.rows == g.windowCount, "conv2d: a kernel of \(weights.rows) rows for windows of \(g.windowCount) values")
+    let filters = weights.columns
+    precondition(row.rows == 1 && row.columns == filters, "conv2d: a bias of \(row.rows) × \(row.columns) for \(filters) filters")
+    precondition(activation != .softmax, "conv2d: softmax is not a convolution's activation")
+    let pixels = g.outputPixels, rowLength = pixels * g.windowCount
+    let output = tape.allocateOutput(rows: input.rows, columns: pixels * filters,
+                                     needsGradient: input.gradient != nil || weights.gradient != nil || row.gradient != nil)
+    let columns = tape.scratch(input.rows * rowLength)
+    let dColumns = input.gradient == nil ? nil : tape.scratch(input.rows * rowLength)
+    for r in 0..<input.rows { im2col(input.value + r * g.inputCount, g, into: columns + r * rowLength) }
+    gemm(.none, .none, m: input.rows * pixels, n: filters, k: g.windowCount, a: columns, lda: g.windowCount,
+         b: weights.value, ldb: filters, beta: 0, c: output.value, ldc: filters)
+    biasActivationForward(output.value, bias: row.value, rows: input.rows * pixels, columns: filters, activation: activation)
+    return tape.append(.init(operation: .conv2d(x.index, kernel: kernel.index, bias: bias.index, activation, g, columns: columns, dColumns: dColumns),
+                             rows: input.rows, columns: output.columns, value: output.value, gradient: output.gradient))
+}
+
+/// Max pooling of `x` (rows of `geometry`'s input images): one row of outputHeight · outputWidth · channels per
+/// image; the gradient flows to each window's maximum.
+public func maxPool2d(_ x: ArenaTape.Value, geometry g: WindowGeometry) -> ArenaTape.Value {
+    let tape = x.tape, input = tape[x]
+    precondition(input.columns == g.inputCount, "maxPool2d: rows of \(input.columns) values are not \(g.inputHeight)×\(g.inputWidth)×\(g.channels) images")
+    let columns = g.outputPixels * g.channels
+    let output = tape.allocateOutput(rows: input.rows, columns: columns, needsGradient: input.gradient != nil)
+    // Indices below 2^24 (a layer's input is bounded so), kept in the tape's float scratch as 32-bit integers.
+    let argmax = UnsafeMutableRawPointer(tape.scratch(input.rows * columns)).bindMemory(to: Int32.self, capacity: input.rows * columns)
+    maxPoolForward(input.value, g, samples: input.rows, output: output.value, argmax: argmax)
+    return tape.append(.init(operation: .maxPool2d(x.index, g, argmax: argmax), rows: input.rows, columns: columns,
+                             value: output.value, gradient: output.gradient))
+}
+
+/// Average pooling of `x` (rows of `geometry`'s input images); padded cells are not counted, as in Keras.
+public func averagePool2d(_ x: ArenaTape.Value, geometry g: WindowGeometry) -> ArenaTape.Value {
+    let tape = x.tape, input = tape[x]
+    precondition(input.columns == g.inputCount, "averagePool2d: rows of \(input.columns) values are not \(g.inputHeight)×\(g.inputWidth)×\(g.channels) images")
+    let columns = g.outputPixels * g.channels
+    let output = tape.allocateOutput(rows: input.rows, columns: columns, needsGradient: input.gradient != nil)
+    averagePool(g, samples: input.rows, backward: false, image: input.value, pooled: output.value)
+    return tape.append(.init(operation: .averagePool2d(x.index, g), rows: input.rows, columns: columns,
+                             value: output.value, gradient: output.gradient))
+}
+
 // MARK: backward
 
 extension ArenaTape.Operation {
@@ -370,6 +433,34 @@ extension ArenaTape.Operation {
             case .log: for i in 0..<output.count { dInput[i] += dOutput[i] / x[i] }
             case .square: for i in 0..<output.count { dInput[i] += dOutput[i] * 2 * x[i] }
             }
+
+        case let .conv2d(x, kernel, bias, activation, g, columns, dColumns):
+            // dZ = dOutput ⊙ activation′, in place: nothing reads this value's gradient after its own backward.
+            let images = output.rows, pixels = images * g.outputPixels, filters = records[kernel].columns
+            activationBackward(dOutput, output: output.value, count: output.count, activation: activation)
+            if let dBias = records[bias].gradient { columnSumAccumulate(dBias, dOutput, rows: pixels, columns: filters) }
+            if let dKernel = records[kernel].gradient {
+                gemm(.transposed, .none, m: g.windowCount, n: filters, k: pixels, a: columns, lda: g.windowCount,
+                     b: dOutput, ldb: filters, beta: 1, c: dKernel, ldc: filters)
+            }
+            if let dInput = records[x].gradient, let dColumns {
+                gemm(.none, .transposed, m: pixels, n: g.windowCount, k: filters, a: dOutput, lda: filters,
+                     b: records[kernel].value, ldb: filters, beta: 0, c: dColumns, ldc: g.windowCount)
+                let rowLength = g.outputPixels * g.windowCount
+                for r in 0..<images { col2imAccumulate(dColumns + r * rowLength, g, into: dInput + r * g.inputCount) }
+            }
+
+        case let .maxPool2d(x, g, argmax):
+            guard let dInput = records[x].gradient else { return }
+            let columns = output.columns
+            for r in 0..<output.rows {
+                let dImage = dInput + r * g.inputCount, dOut = dOutput + r * columns, index = argmax + r * columns
+                for o in 0..<columns { dImage[Int(index[o])] += dOut[o] }
+            }
+
+        case let .averagePool2d(x, g):
+            guard let dInput = records[x].gradient else { return }
+            averagePool(g, samples: output.rows, backward: true, image: dInput, pooled: dOutput)
 
         case let .sum(a, scale):
             guard let dInput = records[a].gradient else { return }

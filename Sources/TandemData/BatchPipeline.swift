@@ -8,6 +8,8 @@ public struct Batch {
     public let targets: UnsafePointer<Float>
     public let rows: Int
     public let step: Int
+    /// Each row's index in the data set (what dropout masks are drawn from); valid as long as the batch.
+    public let exampleIndices: UnsafePointer<Int32>
 }
 
 /// The input pipeline of one replica: shuffle (a new order every epoch, fixed by seed and epoch), cut into global
@@ -119,7 +121,8 @@ public final class BatchPipeline: @unchecked Sendable {
             fill(slot: slot, step: step)
         }
         nextStep += 1
-        return Batch(features: slots[slot].features.base, targets: slots[slot].targets.base, rows: perShardBatchSize, step: step)
+        return Batch(features: slots[slot].features.base, targets: slots[slot].targets.base, rows: perShardBatchSize, step: step,
+                     exampleIndices: UnsafePointer(order.baseAddress! + firstRow(of: step)))
     }
 
     /// Ends the epoch early or normally: lets the producer run out and waits for it, so buffers are never shared.
@@ -141,8 +144,11 @@ public final class BatchPipeline: @unchecked Sendable {
         for semaphore in free { semaphore.signal() }
     }
 
+    /// Where this shard's rows of global batch `step` start in the epoch's order.
+    private func firstRow(of step: Int) -> Int { step * globalBatchSize + shardIndex * perShardBatchSize }
+
     private func fill(slot: Int, step: Int) {
-        let first = step * globalBatchSize + shardIndex * perShardBatchSize
+        let first = firstRow(of: step)
         examples.gather(UnsafeBufferPointer(rebasing: order[first..<first + perShardBatchSize]), scaling: scaling,
                         features: slots[slot].features.base, targets: slots[slot].targets.base)
     }

@@ -22,16 +22,19 @@ public final class Dense: Layer, @unchecked Sendable {
 
     public var specification: ModelSpec.Layer { ModelSpec.Layer(units: outputSize, activation: activation) }
 
-    public func build(name: String, inputShape: [Int], parameterOffset: Int) throws -> [Int] {
+    public func build(name: String, inputShape: [Int], layout: inout ArenaLayout) throws -> [Int] {
         guard inputShape.count == 1, let inputs = inputShape.first, inputs > 0 else {
             throw TandemError(.badConfig, "\(name) (Dense) expects a flat input [features], found \(inputShape); add Flatten() before it")
+        }
+        guard inputs <= ModelSpec.maximumWidth else {
+            throw TandemError(.badConfig, "\(name) (Dense): its input of \(inputs) features is more than \(ModelSpec.maximumWidth)")
         }
         guard outputSize > 0, outputSize <= ModelSpec.maximumUnits else {
             throw TandemError(.badConfig, "\(name) (Dense): units must be between 1 and \(ModelSpec.maximumUnits), found \(outputSize)")
         }
         inputSize = inputs
-        kernel = ArenaView(name: "\(name)/kernel", offset: parameterOffset, shape: [inputSize, outputSize])
-        bias = ArenaView(name: "\(name)/bias", offset: parameterOffset + inputSize * outputSize, shape: [outputSize])
+        kernel = layout.parameter("\(name)/kernel", shape: [inputSize, outputSize])
+        bias = layout.parameter("\(name)/bias", shape: [outputSize])
         return [outputSize]
     }
 
@@ -44,7 +47,7 @@ public final class Dense: Layer, @unchecked Sendable {
     }
 
     /// output = activation(input · W + b) for `rows` rows.
-    public func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, rows: Int) {
+    public func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, rows: Int, context: LayerContext) {
         gemm(.none, .none, m: rows, n: outputSize, k: inputSize, a: input, lda: inputSize,
              b: parameters + kernel.offset, ldb: outputSize, beta: 0, c: output, ldc: outputSize)
         biasActivationForward(output, bias: parameters + bias.offset, rows: rows, columns: outputSize, activation: activation)
@@ -55,7 +58,7 @@ public final class Dense: Layer, @unchecked Sendable {
     public func backward(
         parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
         input: UnsafePointer<Float>, output: UnsafePointer<Float>, dOutput: UnsafeMutablePointer<Float>,
-        dInput: UnsafeMutablePointer<Float>?, rows: Int, activationIsFused: Bool
+        dInput: UnsafeMutablePointer<Float>?, rows: Int, activationIsFused: Bool, context: LayerContext
     ) {
         if !activationIsFused {
             activationBackward(dOutput, output: output, count: rows * outputSize, activation: activation)

@@ -23,30 +23,42 @@ public protocol Layer: AnyObject, Sendable {
     var activation: Activation { get }
 
     /// Places the layer after a layer whose output has `inputShape` (one example, no batch dimension): checks that
-    /// shape, names its tensors `name/...` at `parameterOffset` in the arena, and returns its output shape.
+    /// shape, takes its tensors `name/...` from `layout`, and returns its output shape.
     /// Throws a `TandemError` naming the layer and both shapes when the input does not fit.
-    func build(name: String, inputShape: [Int], parameterOffset: Int) throws -> [Int]
+    func build(name: String, inputShape: [Int], layout: inout ArenaLayout) throws -> [Int]
 
-    /// The layer's tensors in the arena, in order (empty for a layer without parameters).
+    /// The layer's tensors in the arena (trainable parameters, then statistics; empty for a layer without any).
     var parameterViews: [ArenaView] { get }
 
     /// Writes the initial values of the layer's parameters (Keras's defaults) into `parameters`.
     func initializeParameters(_ parameters: UnsafeMutablePointer<Float>, generator: inout SeededGenerator)
 
-    /// `output` ← the layer on `rows` examples of `input`.
-    func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, rows: Int)
+    /// Whether this layer's backward also applies the derivative of `activation`, the preceding layer's (which then
+    /// skips it). Asked once, when the model is built; a layer answering true must then apply it.
+    func absorbsActivationBackward(of activation: Activation) -> Bool
+
+    /// Allocates what the layer keeps between forward and backward (pooling indices, dropout masks, unfolded
+    /// images) for batches of up to `rows` rows. Called when the model grows its buffers, never per step.
+    func reserve(maxBatchSize rows: Int)
+
+    /// `output` ← the layer on `rows` examples of `input`. Throws only when a collective the layer needs fails.
+    func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                 rows: Int, context: LayerContext) throws
 
     /// Given `dOutput` (the loss gradient w.r.t. this layer's output; the layer may overwrite it), accumulates the
     /// parameters' gradients into `gradients` and, when `dInput` is given, writes the gradient w.r.t. the input.
     /// `activationIsFused`: `dOutput` is already the gradient before the activation (softmax + cross-entropy).
     func backward(parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
                   input: UnsafePointer<Float>, output: UnsafePointer<Float>, dOutput: UnsafeMutablePointer<Float>,
-                  dInput: UnsafeMutablePointer<Float>?, rows: Int, activationIsFused: Bool)
+                  dInput: UnsafeMutablePointer<Float>?, rows: Int, activationIsFused: Bool, context: LayerContext) throws
 }
 
 extension Layer {
     /// Floats the layer takes in the arena.
     public var parameterCount: Int { parameterViews.reduce(0) { $0 + $1.count } }
+
+    public func reserve(maxBatchSize rows: Int) {}
+    public func absorbsActivationBackward(of activation: Activation) -> Bool { false }
 }
 
 /// Builds the layer list of a ``Sequential`` model from a block of layer expressions.
@@ -62,17 +74,76 @@ public enum LayerBuilder {
 }
 
 extension ModelSpec.Layer {
-    /// The layer this description names (`type` defaults to dense).
+    /// The layer types a config may name, as `type` spells them (Keras's class names, lower-cased with
+    /// underscores; `max_pooling2d` and `average_pooling2d` are accepted too).
+    public static let typeNames = ["dense", "conv2d", "max_pool2d", "average_pool2d", "flatten", "dropout", "batch_normalization"]
+
+    /// The layer this description names (`type` defaults to dense), after checking each field it reads; a field
+    /// that does not belong to its type is refused too, so a misplaced key is not silently ignored.
     public func makeLayer(index: Int) throws -> any Layer {
-        switch (type ?? "dense").lowercased() {
-        case "dense":
-            let activation: Activation
-            do { activation = try Activation(name: self.activation ?? "identity") } catch let error as TandemError {
-                throw TandemError(.badConfig, "model.layers[\(index)].activation: \(error.message)")
+        let field = "model.layers[\(index)]"
+        func fail(_ name: String, _ message: String) -> TandemError { TandemError(.badConfig, "\(field).\(name) \(message)") }
+        func whole(_ value: Int?, _ name: String, default fallback: Int? = nil, range: ClosedRange<Int>) throws -> Int {
+            guard let value = value ?? fallback else { throw fail(name, "is missing (a \(kind) layer needs it)") }
+            guard range.contains(value) else { throw fail(name, "must be between \(range.lowerBound) and \(range.upperBound), found \(value)") }
+            return value
+        }
+        func activationField() throws -> Activation {
+            do { return try Activation(name: activation ?? "identity") } catch let error as TandemError {
+                throw TandemError(.badConfig, "\(field).activation: \(error.message)")
             }
-            return Dense(units, activation: activation)
+        }
+        func paddingField() throws -> WindowGeometry.Padding {
+            guard let padding else { return .valid }
+            guard let parsed = WindowGeometry.Padding(rawValue: padding.lowercased()) else {
+                throw fail("padding", "must be \"valid\" or \"same\", found \(TandemError.quoted(padding))")
+            }
+            return parsed
+        }
+        func refuseFields(except allowed: Set<String>) throws {
+            let given: [(String, Bool)] = [("units", units != nil), ("activation", activation != nil), ("filters", filters != nil),
+                                           ("kernel_size", kernelSize != nil), ("pool_size", poolSize != nil), ("strides", strides != nil),
+                                           ("padding", padding != nil), ("rate", rate != nil), ("momentum", momentum != nil),
+                                           ("epsilon", epsilon != nil), ("synchronized", synchronized != nil)]
+            if let stray = given.first(where: { $0.1 && !allowed.contains($0.0) }) {
+                throw fail(stray.0, "does not apply to a \(kind) layer")
+            }
+        }
+        let window = 1...4096
+        switch kind {
+        case "dense":
+            try refuseFields(except: ["units", "activation"])
+            return Dense(try whole(units, "units", range: 1...ModelSpec.maximumUnits), activation: try activationField())
+        case "conv2d":
+            try refuseFields(except: ["filters", "kernel_size", "strides", "padding", "activation"])
+            return Conv2D(try whole(filters, "filters", range: 1...ModelSpec.maximumUnits),
+                          kernelSize: try whole(kernelSize, "kernel_size", range: window),
+                          strides: try whole(strides, "strides", default: 1, range: window),
+                          padding: try paddingField(), activation: try activationField())
+        case "max_pool2d", "max_pooling2d", "average_pool2d", "average_pooling2d":
+            try refuseFields(except: ["pool_size", "strides", "padding"])
+            let size = try whole(poolSize, "pool_size", default: 2, range: window)
+            let stride = try whole(strides, "strides", default: size, range: window)
+            return kind.hasPrefix("max")
+                ? MaxPool2D(poolSize: size, strides: stride, padding: try paddingField())
+                : AveragePool2D(poolSize: size, strides: stride, padding: try paddingField())
+        case "flatten":
+            try refuseFields(except: [])
+            return Flatten()
+        case "dropout":
+            try refuseFields(except: ["rate"])
+            guard let rate else { throw fail("rate", "is missing (a dropout layer needs it)") }
+            guard rate >= 0, rate < 1 else { throw fail("rate", "must be in [0, 1), found \(rate)") }
+            return Dropout(rate: rate)
+        case "batch_normalization":
+            try refuseFields(except: ["momentum", "epsilon", "synchronized"])
+            let momentum = momentum ?? 0.99, epsilon = epsilon ?? 1e-3
+            guard momentum >= 0, momentum < 1 else { throw fail("momentum", "must be in [0, 1), found \(momentum)") }
+            guard epsilon > 0, epsilon.isFinite else { throw fail("epsilon", "must be a positive number, found \(epsilon)") }
+            return BatchNormalization(momentum: momentum, epsilon: epsilon, synchronized: synchronized ?? false)
         default:
-            throw TandemError(.badConfig, "model.layers[\(index)].type: unknown layer type \(TandemError.quoted(type ?? "")) (expected \"dense\")")
+            let expected = Self.typeNames.map { "\"\($0)\"" }.joined(separator: ", ")
+            throw TandemError(.badConfig, "\(field).type: unknown layer type \(TandemError.quoted(type ?? "")) (expected one of \(expected))")
         }
     }
 }

@@ -10,15 +10,16 @@ extension Loss {
 
 extension Sequential {
     /// The gradient of `loss` on `rows` rows: forward, loss, backward, accumulated into `target` (default: the
-    /// gradient arena) with every row weighted by `gradientScale`. Returns the rows' loss sum and hits.
+    /// gradient arena) with every row weighted by `gradientScale`. Returns the rows' loss sum and hits. `context`:
+    /// what the layers need while training (default: these rows alone, example indices 0..<rows).
     public func accumulateGradient(
         of loss: Loss, features: UnsafePointer<Float>, targets: UnsafePointer<Float>, rows: Int, gradientScale: Float,
-        into target: UnsafeMutablePointer<Float>? = nil
-    ) -> LossStatistics {
-        let output = forward(features, rows: rows)
+        into target: UnsafeMutablePointer<Float>? = nil, context: LayerContext? = nil
+    ) throws -> LossStatistics {
+        let output = try forward(features, rows: rows, context: context ?? LayerContext(training: true, globalRows: rows))
         let statistics = loss.compute(outputs: output, targets: targets, rows: rows, columns: outputSize,
                                       dOutputs: dOutput, gradientScale: gradientScale)
-        backward(lossFusesLastActivation: loss.fuses(lastActivation: lastActivation), into: target)
+        try backward(lossFusesLastActivation: loss.fuses(lastActivation: lastActivation), into: target)
         return statistics
     }
 }

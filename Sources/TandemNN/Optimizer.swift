@@ -24,8 +24,16 @@ public struct OptimizerSpec: Codable, Sendable, Equatable {
         case beta1 = "beta_1", beta2 = "beta_2", epsilon
     }
 
-    /// Builds the optimizer for `parameterCount` parameters, with its state arenas zeroed.
-    public func makeOptimizer(parameterCount: Int) throws -> Optimizer {
+    /// Builds the optimizer for `parameterCount` parameters, with its state arenas zeroed. `trainableCount`: the
+    /// parameters it trains, at the start of the arena (default: all); past them are statistics (see
+    /// ``ArenaLayout``), to which `apply` subtracts their gradient slot as it is.
+    public func makeOptimizer(parameterCount: Int, trainableCount: Int? = nil) throws -> Optimizer {
+        let optimizer = try makeOptimizer(parameterCount)
+        optimizer.trainableCount = min(trainableCount ?? parameterCount, parameterCount)
+        return optimizer
+    }
+
+    private func makeOptimizer(_ parameterCount: Int) throws -> Optimizer {
         guard learningRate.isFinite, learningRate > 0 else {
             throw TandemError(.badConfig, "optimizer.learning_rate must be a positive number, found \(learningRate)")
         }
@@ -57,11 +65,15 @@ open class Optimizer: @unchecked Sendable {
     public let decay: Float
     /// Updates applied so far; saved in checkpoints so a resumed run continues the same schedule.
     public var iterations: Int = 0
+    /// The parameters this optimizer trains, [0, trainableCount); the rest of the arena, statistics, take their
+    /// gradient slot as their change: `w −= g`.
+    public var trainableCount: Int
     /// Named state arenas (e.g. "momentum"), each `parameterCount` long.
     public let state: [(name: String, arena: FlatArena)]
 
     public init(parameterCount: Int, learningRate: Float, decay: Float, stateNames: [String]) {
         self.parameterCount = parameterCount
+        trainableCount = parameterCount
         self.learningRate = learningRate
         self.decay = decay
         state = stateNames.map { ($0, FlatArena(count: parameterCount)) }
@@ -72,9 +84,11 @@ open class Optimizer: @unchecked Sendable {
 
     public var currentLearningRate: Float { learningRate * learningRateScale / (1 + decay * Float(iterations)) }
 
-    /// parameters −= step(gradients), over the whole arena, then counts the iteration.
+    /// parameters −= step(gradients) over the trainable parameters, statistics −= their slots, then counts the
+    /// iteration.
     public final func apply(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>) {
-        update(parameters: parameters, gradients: gradients, count: parameterCount, learningRate: currentLearningRate)
+        update(parameters: parameters, gradients: gradients, count: trainableCount, learningRate: currentLearningRate)
+        for i in trainableCount..<parameterCount { parameters[i] -= gradients[i] }
         iterations += 1
     }
 

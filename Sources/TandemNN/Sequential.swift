@@ -19,11 +19,15 @@ import TandemCore
 public final class Sequential: @unchecked Sendable {
     public static let statisticsSlots = 2
 
-    public let inputSize: Int
+    /// One example's shape: [features], or [height, width, channels] for images.
+    public let inputShape: [Int]
     public let layers: [any Layer]
     /// Each layer's output shape for one example.
     public let outputShapes: [[Int]]
+    /// Every float of the parameter arena: trainable parameters, then statistics (see ``ArenaLayout``).
     public let parameterCount: Int
+    /// The trainable parameters, at the start of the arena: what the optimizer updates.
+    public let trainableCount: Int
     public let parameters: FlatArena
     public let gradients: FlatArena
     /// The seed the parameters were initialized from (Glorot-uniform kernels in layer order).
@@ -38,46 +42,46 @@ public final class Sequential: @unchecked Sendable {
     private var dOutputs: [FlatArena] = []
     private var lastInput: UnsafePointer<Float>?
     private var lastRows = 0
+    private var lastContext = LayerContext.inference
+    /// activationTakenOver[l]: layer l + 1's backward applies layer l's activation derivative.
+    private let activationTakenOver: [Bool]
 
-    /// Builds `layers` on inputs of `inputSize` features: checks every layer's input shape, lays their
-    /// parameters out in one arena and initializes them from `seed`. `maxBatchSize`: rows to allocate the
-    /// activation buffers for now (`fit` reserves what it needs).
-    public init(inputSize: Int, seed: UInt64 = 42, maxBatchSize: Int = 0, @LayerBuilder _ layers: () -> [any Layer]) throws {
+    /// Builds `layers` on examples of `inputShape` ([features], or [height, width, channels]): checks every
+    /// layer's input shape, lays their parameters out in one arena and initializes them from `seed`.
+    /// `maxBatchSize`: rows to allocate the activation buffers for now (`fit` reserves what it needs).
+    public init(inputShape: [Int], seed: UInt64 = 42, maxBatchSize: Int = 0, @LayerBuilder _ layers: () -> [any Layer]) throws {
         let layers = layers()
-        guard inputSize > 0, inputSize <= ModelSpec.maximumWidth else {
-            throw TandemError(.badConfig, "model.input_size must be between 1 and \(ModelSpec.maximumWidth), found \(inputSize)")
-        }
-        guard !layers.isEmpty else { throw TandemError(.badConfig, "model.layers is empty: a model needs at least one layer") }
+        let spec = ModelSpec(inputShape: inputShape, layers: layers.map(\.specification))
+        _ = try spec.validated()
         for (index, layer) in layers.enumerated() where layer.activation == .softmax && index != layers.count - 1 {
             throw TandemError(.badConfig, "model.layers[\(index)].activation: softmax is only supported on the last layer")
         }
-        let spec = ModelSpec(inputSize: inputSize, layers: layers.map(\.specification))
-        try spec.checkFitsInMemory(maxBatchSize: max(maxBatchSize, 1), optimizerSlots: 0)
-        var shapes: [[Int]] = []
-        var shape = [inputSize]
-        var offset = 0
-        for (index, layer) in layers.enumerated() {
-            shape = try layer.build(name: ModelSpec.layerName(index), inputShape: shape, parameterOffset: offset)
-            shapes.append(shape)
-            offset += layer.parameterCount
-        }
-        self.inputSize = inputSize
+        let placement = try ModelSpec.Placement(layers: layers, inputShape: inputShape)
+        try placement.checkFitsInMemory(maxBatchSize: max(maxBatchSize, 1), optimizerSlots: 0)
+        self.inputShape = inputShape
         self.layers = layers
         self.seed = seed
-        outputShapes = shapes
-        parameterCount = offset
-        parameters = FlatArena(count: offset)
-        gradients = FlatArena(count: offset + Self.statisticsSlots)
+        outputShapes = placement.outputShapes
+        parameterCount = placement.parameterCount
+        trainableCount = placement.trainableCount
+        activationTakenOver = layers.indices.map { $0 + 1 < layers.count && layers[$0 + 1].absorbsActivationBackward(of: layers[$0].activation) }
+        parameters = FlatArena(count: parameterCount)
+        gradients = FlatArena(count: parameterCount + Self.statisticsSlots)
         var generator = SeededGenerator(seed: seed, stream: 0x1417)
         for layer in layers { layer.initializeParameters(parameters.base, generator: &generator) }
         try reserve(maxBatchSize: maxBatchSize)
+    }
+
+    /// Builds `layers` on flat inputs of `inputSize` features.
+    public convenience init(inputSize: Int, seed: UInt64 = 42, maxBatchSize: Int = 0, @LayerBuilder _ layers: () -> [any Layer]) throws {
+        try self.init(inputShape: [inputSize], seed: seed, maxBatchSize: maxBatchSize, layers)
     }
 
     /// The model a config describes (its layers from `spec.validated()`, so every field problem names its field).
     public convenience init(spec: ModelSpec, seed: UInt64, maxBatchSize: Int) throws {
         let layers = try spec.validated()
         guard maxBatchSize >= 1 else { throw TandemError(.usage, "a model needs batches of at least 1 row, found \(maxBatchSize)") }
-        try self.init(inputSize: spec.inputSize, seed: seed, maxBatchSize: maxBatchSize) { layers }
+        try self.init(inputShape: spec.inputShape, seed: seed, maxBatchSize: maxBatchSize) { layers }
     }
 
     /// A model of the same layers with its own arenas and buffers, holding a copy of these parameters: what
@@ -89,33 +93,43 @@ public final class Sequential: @unchecked Sendable {
     }
 
     /// The model as a config describes it: stored in checkpoints, compared between replicas.
-    public var spec: ModelSpec { ModelSpec(inputSize: inputSize, layers: layers.map(\.specification)) }
+    public var spec: ModelSpec { ModelSpec(inputShape: inputShape, layers: layers.map(\.specification)) }
 
-    /// Makes the activation buffers hold batches of `rows` rows (allocating only when that is more than before).
+    /// Features of one example.
+    public var inputSize: Int { inputShape.reduce(1, *) }
+
+    /// Makes the activation buffers (and what layers keep for backward) hold batches of `rows` rows, allocating
+    /// only when that is more than before.
     public func reserve(maxBatchSize rows: Int) throws {
         guard rows > maxBatchSize else { return }
-        try spec.checkFitsInMemory(maxBatchSize: rows, optimizerSlots: 0)
+        try ModelSpec.Placement(layers: layers, inputShape: inputShape).checkFitsInMemory(maxBatchSize: rows, optimizerSlots: 0)
         maxBatchSize = rows
         outputs = outputShapes.map { FlatArena(count: rows * $0.reduce(1, *)) }
         dOutputs = outputShapes.map { FlatArena(count: rows * $0.reduce(1, *)) }
+        for layer in layers { layer.reserve(maxBatchSize: rows) }
     }
 
     public var outputSize: Int { outputShapes.last!.reduce(1, *) }
     public var lastActivation: Activation { layers.last!.activation }
+    /// Whether a layer sums statistics across replicas while training (a strategy then gives the context its
+    /// replicas, and every replica must run the same layers on every step).
+    public var synchronizesReplicas: Bool { layers.contains { ($0 as? BatchNormalization)?.synchronized == true } }
 
     /// Every named tensor of the model in arena order: what checkpoints store.
-    public var parameterViews: [ArenaView] { layers.flatMap(\.parameterViews) }
+    public var parameterViews: [ArenaView] { layers.flatMap(\.parameterViews).sorted { $0.offset < $1.offset } }
 
     /// Runs the layers on `rows` rows of `input` ([rows, inputSize]) and returns the last layer's output. A softmax
-    /// last layer returns logits here (the loss fuses the softmax); `predict` applies it.
+    /// last layer returns logits here (the loss fuses the softmax); `predict` applies it. `context`: training or
+    /// inference (the default), and what dropout and synchronized layers need; `backward` uses the same.
     @discardableResult
-    public func forward(_ input: UnsafePointer<Float>, rows: Int) -> UnsafeMutablePointer<Float> {
+    public func forward(_ input: UnsafePointer<Float>, rows: Int, context: LayerContext = .inference) throws -> UnsafeMutablePointer<Float> {
         precondition(rows <= maxBatchSize, "batch of \(rows) rows exceeds the model's \(maxBatchSize)")
         lastInput = input
         lastRows = rows
+        lastContext = context
         var current = input
         for index in layers.indices {
-            layers[index].forward(parameters: parameters.base, input: current, output: outputs[index].base, rows: rows)
+            try layers[index].forward(parameters: parameters.base, input: current, output: outputs[index].base, rows: rows, context: context)
             current = UnsafePointer(outputs[index].base)
         }
         return outputs[layers.count - 1].base
@@ -126,35 +140,35 @@ public final class Sequential: @unchecked Sendable {
 
     /// Back-propagates `dOutput` through the layers of the last forward, accumulating into `gradients`.
     /// `lossFusesLastActivation`: the loss already gave the gradient w.r.t. the pre-activation (softmax + CE).
-    public func backward(lossFusesLastActivation: Bool, into target: UnsafeMutablePointer<Float>? = nil) {
-        backward(lossFusesLastActivation: lossFusesLastActivation, into: target, afterLayer: { _ in })
+    public func backward(lossFusesLastActivation: Bool, into target: UnsafeMutablePointer<Float>? = nil) throws {
+        try backward(lossFusesLastActivation: lossFusesLastActivation, into: target, afterLayer: { _ in })
     }
 
     /// `afterLayer(l)` runs as soon as layer l's gradients are final (last layer first): where a strategy starts
     /// sending them while the earlier layers are still being differentiated.
     /// `target`: a gradient buffer of the arena's layout to accumulate into instead of `gradients`.
     public func backward(lossFusesLastActivation: Bool, into target: UnsafeMutablePointer<Float>? = nil,
-                         afterLayer: (Int) throws -> Void) rethrows {
+                         afterLayer: (Int) throws -> Void) throws {
         let gradientBase = target ?? gradients.base
         guard let input = lastInput else { preconditionFailure("backward() before forward()") }
         for index in stride(from: layers.count - 1, through: 0, by: -1) {
             let layerInput = index == 0 ? input : UnsafePointer(outputs[index - 1].base)
-            layers[index].backward(
+            try layers[index].backward(
                 parameters: parameters.base, gradients: gradientBase, input: layerInput,
                 output: outputs[index].base, dOutput: dOutputs[index].base,
                 dInput: index == 0 ? nil : dOutputs[index - 1].base, rows: lastRows,
-                activationIsFused: index == layers.count - 1 && lossFusesLastActivation)
+                activationIsFused: index == layers.count - 1 ? lossFusesLastActivation : activationTakenOver[index], context: lastContext)
             try afterLayer(index)
         }
     }
 
     /// Forward in chunks of at most `maxBatchSize` rows, returning the output with the last activation applied
     /// (probabilities for a softmax model).
-    public func predict(_ input: UnsafePointer<Float>, rows: Int, into result: UnsafeMutablePointer<Float>) {
+    public func predict(_ input: UnsafePointer<Float>, rows: Int, into result: UnsafeMutablePointer<Float>) throws {
         var start = 0
         while start < rows {
             let chunk = min(maxBatchSize, rows - start)
-            let output = forward(input + start * inputSize, rows: chunk)
+            let output = try forward(input + start * inputSize, rows: chunk)
             if lastActivation == .softmax { softmaxRows(output, rows: chunk, columns: outputSize) }
             (result + start * outputSize).update(from: output, count: chunk * outputSize)
             start += chunk

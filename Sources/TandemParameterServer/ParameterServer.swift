@@ -43,7 +43,10 @@ final class ParameterShard: @unchecked Sendable {
         self.stragglerSeconds = stragglerSeconds
         maxStaleness = job.training.maxStaleness
         parameters = FlatArena(count: range.count)
-        optimizer = try job.optimizer.makeOptimizer(parameterCount: range.count)
+        // Statistics (batch normalization's moving averages) sit after every trainable parameter of the model.
+        let trainable = try job.model.placement().trainableCount
+        optimizer = try job.optimizer.makeOptimizer(parameterCount: range.count,
+                                                    trainableCount: min(max(trainable - range.lowerBound, 0), range.count))
     }
 
     var isStopped: Bool { lock.withLock { stopped } }

@@ -106,8 +106,10 @@ public struct ParameterServerJob {
             while !stopped, let next = try pipeline.next() {
                 let start = ProcessStatistics.now()
                 model.gradients.base.update(repeating: 0, count: parameterCount)
-                let statistics = model.accumulateGradient(of: loss, features: next.features, targets: next.targets,
-                                                          rows: next.rows, gradientScale: 1 / Float(next.rows))
+                // No peers to synchronize with: each worker's step stands alone (asynchronous updates).
+                let context = LayerContext(training: true, seed: job.seed, epoch: epoch, exampleIndices: next.exampleIndices, globalRows: next.rows)
+                let statistics = try model.accumulateGradient(of: loss, features: next.features, targets: next.targets,
+                                                              rows: next.rows, gradientScale: 1 / Float(next.rows), context: context)
                 let computed = ProcessStatistics.now()
                 for (i, link) in links.enumerated() {
                     var message = Wire(reservingCapacity: 4 * ranges[i].count + 12)
@@ -178,7 +180,7 @@ public struct ParameterServerJob {
         let loss = try Loss(name: job.loss)
         let model = try Sequential(spec: job.model, seed: job.seed, maxBatchSize: 256)
         // A full copy of the ps tasks' optimizer state, gathered for checkpoints and handed back on resume.
-        let optimizer = try job.optimizer.makeOptimizer(parameterCount: model.parameterCount)
+        let optimizer = try job.optimizer.makeOptimizer(parameterCount: model.parameterCount, trainableCount: model.trainableCount)
         let evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
         let stepsPerEpoch = data.trainRows.count / job.training.batchSize
         let budget = stepsPerEpoch * job.training.epochs

@@ -50,9 +50,10 @@ public struct DataSource: Sendable {
             if let bad = examples.targets.firstIndex(where: { !($0 >= 0 && $0 == $0.rounded()) }) {
                 throw TandemError(.badInput, "\(what): example \(bad + 1) has label \(examples.targets[bad]); class labels must be whole numbers from 0")
             }
-            let outputs = Float(config.model.outputSize)
+            let outputCount = try config.model.outputSize
+            let outputs = Float(outputCount)
             if let bad = examples.targets.firstIndex(where: { $0 >= outputs }) {
-                throw TandemError(.badInput, "\(what): example \(bad + 1) has label \(examples.targets[bad]) but the model has only \(config.model.outputSize) outputs (labels 0 to \(config.model.outputSize - 1))")
+                throw TandemError(.badInput, "\(what): example \(bad + 1) has label \(examples.targets[bad]) but the model has only \(outputCount) outputs (labels 0 to \(outputCount - 1))")
             }
         }
     }

@@ -38,7 +38,7 @@ public final class Evaluator {
                 examples.gather(UnsafeBufferPointer(rebasing: batch[..<count]), scaling: scaling,
                                 features: features.base, targets: targets.base)
             }
-            let output = model.forward(features.base, rows: count)
+            let output = try model.forward(features.base, rows: count)
             statistics += loss.compute(outputs: output, targets: targets.base, rows: count, columns: model.outputSize,
                                        dOutputs: nil, gradientScale: 1)
             start += count
@@ -49,12 +49,12 @@ public final class Evaluator {
     }
 
     /// The model's outputs (probabilities for a softmax model) for raw, unscaled feature rows.
-    public func predict(rawRows: [[Float]]) -> [[Float]] {
-        rawRows.map { raw in
+    public func predict(rawRows: [[Float]]) throws -> [[Float]] {
+        try rawRows.map { raw in
             precondition(raw.count == model.inputSize, "a row of \(raw.count) features for a model of \(model.inputSize)")
             for c in 0..<raw.count { features.base[c] = raw[c] * scaling.scale[c] + scaling.shift[c] }
             let result = FlatArena(count: model.outputSize)
-            model.predict(features.base, rows: 1, into: result.base)
+            try model.predict(features.base, rows: 1, into: result.base)
             return Array(UnsafeBufferPointer(start: result.base, count: model.outputSize))
         }
     }

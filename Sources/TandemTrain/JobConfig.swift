@@ -186,8 +186,8 @@ public struct JobConfig: Codable, Sendable, Equatable {
                 }
             }
         }
-        if let names = classNames, names.count != model.outputSize, try Loss(name: loss) == .sparseCategoricalCrossentropy {
-            throw fail("class_names", "has \(names.count) names but the model has \(model.outputSize) outputs")
+        if let names = classNames, try names.count != model.outputSize, try Loss(name: loss) == .sparseCategoricalCrossentropy {
+            throw fail("class_names", "has \(names.count) names but the model has \(try model.outputSize) outputs")
         }
     }
 
@@ -199,7 +199,7 @@ public struct JobConfig: Codable, Sendable, Equatable {
     /// 50 MB name, thousands of class names), the config is refused now, naming its longest field, rather than
     /// written into checkpoints that cannot be read back.
     private func checkCheckpointHeaderFits(path: String, optimizerSlots: Int) throws {
-        let bytes = TrainingState.largestHeaderBytes(config: self, optimizerSlots: optimizerSlots)
+        let bytes = try TrainingState.largestHeaderBytes(config: self, optimizerSlots: optimizerSlots)
         guard bytes > Checkpoint.maximumHeaderBytes else { return }
         var fields: [(String, String)] = []
         if let json = canonicalJSON().data(using: .utf8), let object = try? JSONSerialization.jsonObject(with: json) {

@@ -43,8 +43,8 @@ extension Sequential {
         }
         try reserve(maxBatchSize: min(max(rows, 1), 256))
         var result = [Float](repeating: 0, count: rows * outputSize)
-        features.withUnsafeBufferPointer { input in
-            result.withUnsafeMutableBufferPointer { predict(input.baseAddress!, rows: rows, into: $0.baseAddress!) }
+        try features.withUnsafeBufferPointer { input in
+            try result.withUnsafeMutableBufferPointer { try predict(input.baseAddress!, rows: rows, into: $0.baseAddress!) }
         }
         return result
     }

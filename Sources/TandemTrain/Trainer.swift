@@ -88,6 +88,8 @@ public final class Trainer {
     private var timeline: Timeline?
 
     private let lossFusesLastActivation: Bool
+    /// The communicator as synchronized layers see it (nil on one replica).
+    private let replicaSum: CommunicatorSum?
     private let evaluator: Evaluator
     /// Per-step all-reduce durations of the current epoch, allocated once.
     private let allreduceTimes: UnsafeMutableBufferPointer<Double>
@@ -110,7 +112,7 @@ public final class Trainer {
             }
             model.parameters.copy(from: start.parameters)
         }
-        optimizer = try config.optimizer.makeOptimizer(parameterCount: model.parameterCount)
+        optimizer = try config.optimizer.makeOptimizer(parameterCount: model.parameterCount, trainableCount: model.trainableCount)
         if model.lastActivation == .softmax && !loss.fusesSoftmax {
             throw TandemError(.badConfig, "\(config.sourcePath ?? "config"): a softmax output layer needs loss sparse_categorical_crossentropy, not \(loss.rawValue)")
         }
@@ -120,12 +122,17 @@ public final class Trainer {
                 throw TandemError(.badConfig, "training.reduction_groups \(groups) is not a multiple of the \(communicator.size) replicas")
             }
             localGroups = groups / communicator.size
+            // A group's forward runs alone, so a layer cannot wait there for the other groups' statistics.
+            if model.synchronizesReplicas {
+                throw TandemError(.badConfig, "training.reduction_groups cannot be used with synchronized batch normalization (each group's forward runs on its own); remove one of them")
+            }
         } else {
             localGroups = 0
         }
         let arenaSize = model.parameterCount + Sequential.statisticsSlots
         groupGradients = (1..<max(localGroups, 1)).map { _ in FlatArena(count: arenaSize) }
         allreduceTimes = .allocate(capacity: pipeline.stepsPerEpoch)
+        replicaSum = communicator.size > 1 ? CommunicatorSum(communicator) : nil
         evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
     }
 
@@ -209,7 +216,7 @@ public final class Trainer {
         let globalStep = optimizer.iterations + 1
         communicator.noteProgress(step: globalStep, phase: .forward)
         var mark = timeline?.now() ?? 0
-        let output = model.forward(batch.features, rows: batch.rows)
+        let output = try model.forward(batch.features, rows: batch.rows, context: trainingContext(batch, epoch: epoch))
         let statistics = loss.compute(
             outputs: output, targets: batch.targets, rows: batch.rows, columns: model.outputSize,
             dOutputs: model.dOutput, gradientScale: 1 / Float(pipeline.globalBatchSize))
@@ -219,7 +226,7 @@ public final class Trainer {
         communicator.noteProgress(step: globalStep, phase: .backward)
         let reduceStart: Double
         if bucketAfterLayer.isEmpty {
-            model.backward(lossFusesLastActivation: lossFusesLastActivation)
+            try model.backward(lossFusesLastActivation: lossFusesLastActivation)
             if let timeline { mark = timeline.record(.backward, since: mark) }
             communicator.noteProgress(step: globalStep, phase: .reduction)
             reduceStart = ProcessStatistics.now()
@@ -251,12 +258,13 @@ public final class Trainer {
         let globalStep = optimizer.iterations + 1
         communicator.noteProgress(step: globalStep, phase: .forward)
         var mark = timeline?.now() ?? 0
+        let context = trainingContext(batch, epoch: epoch)
         for group in 0..<localGroups {
             let target = group == 0 ? model.gradients.base : groupGradients[group - 1].base
             target.update(repeating: 0, count: count)
-            let statistics = model.accumulateGradient(
+            let statistics = try model.accumulateGradient(
                 of: loss, features: batch.features + group * rows * model.inputSize, targets: batch.targets + group * rows * width,
-                rows: rows, gradientScale: 1 / Float(pipeline.globalBatchSize), into: target)
+                rows: rows, gradientScale: 1 / Float(pipeline.globalBatchSize), into: target, context: context.rows(from: group * rows))
             target[tail] = Float(statistics.lossSum)
             target[tail + 1] = Float(statistics.correct)
         }
@@ -270,6 +278,13 @@ public final class Trainer {
         allreduceTimes[batch.step] = ProcessStatistics.now() - reduceStart
         if let timeline { mark = timeline.record(.reduction, since: mark) }
         return try applyReducedGradients(batch, epoch: epoch, since: mark)
+    }
+
+    /// What the layers need to train on `batch`: its rows' identities for dropout, the global batch for the
+    /// statistics' weights, and the replicas a synchronized batch normalization sums with.
+    private func trainingContext(_ batch: Batch, epoch: Int) -> LayerContext {
+        LayerContext(training: true, seed: config.seed, epoch: epoch, exampleIndices: batch.exampleIndices,
+                     globalRows: pipeline.globalBatchSize, replicas: replicaSum)
     }
 
     /// After the reduction: stop on a non-finite loss (every replica sees the same), else update.
@@ -392,3 +407,13 @@ public final class Trainer {
     }
 }
 
+
+/// A communicator's all-reduce, as a synchronized layer asks for it.
+final class CommunicatorSum: ReplicaSum {
+    let communicator: Communicator
+    init(_ communicator: Communicator) { self.communicator = communicator }
+    var replicaCount: Int { communicator.size }
+    func sumAcrossReplicas(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
+        try communicator.allreduceSum(values, count: count)
+    }
+}

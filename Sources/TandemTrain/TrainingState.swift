@@ -54,8 +54,8 @@ public enum TrainingState {
 
     /// The header a checkpoint of `config`'s job would have at its largest counters (the tensors' names and shapes
     /// with the optimizer's `optimizerSlots` copies, and the input scaling of `features`).
-    static func largestHeaderBytes(config: JobConfig, optimizerSlots: Int) -> Int {
-        let parameters = config.model.parameterTensors
+    static func largestHeaderBytes(config: JobConfig, optimizerSlots: Int) throws -> Int {
+        let parameters = try config.model.parameterTensors()
         var tensors = parameters
         for slot in 0..<optimizerSlots {
             tensors += parameters.map { ("optimizer/slot\(slot)/\($0.name)", $0.shape) }
@@ -85,7 +85,7 @@ public enum TrainingState {
         do { _ = try spec.validated() } catch let error as TandemError {
             throw TandemError(.badCheckpoint, "\(path) (__metadata__.model): \(error.message)")
         }
-        for tensor in spec.parameterTensors {
+        for tensor in try spec.parameterTensors() {
             guard let entry = checkpoint.entry(named: tensor.name) else {
                 throw TandemError(.badCheckpoint, "\(path): has no tensor \(tensor.name), which its model description needs")
             }

@@ -46,7 +46,7 @@ struct Predict: ParsableCommand {
                 }
                 guard case .floats(let values) = examples.features else { continue }
                 let rows = (0..<examples.count).map { Array(values[$0 * examples.featureCount..<($0 + 1) * examples.featureCount]) }
-                for (index, output) in evaluator.predict(rawRows: rows).enumerated() {
+                for (index, output) in try evaluator.predict(rawRows: rows).enumerated() {
                     print("\(input):\(index + 1): \(describe(output, classNames: classNames))  (target \(examples.targets[index]))")
                 }
             } else {
@@ -56,7 +56,7 @@ struct Predict: ParsableCommand {
                 }
                 let image = try GrayImage.readPNG(path: input).resized(width: side, height: side)
                 let pixels = image.pixels.map { Float(invert ? 255 - $0 : $0) }
-                print("\(input): \(describe(evaluator.predict(rawRows: [pixels])[0], classNames: classNames))")
+                print("\(input): \(describe(try evaluator.predict(rawRows: [pixels])[0], classNames: classNames))")
             }
         }
     }

@@ -269,13 +269,13 @@ func idx(dimensions: [Int], fill: (Int) -> UInt8) -> [UInt8] {
 }
 
 func configReader() throws -> Reader {
-    let seeds = try ["fashion-mnist-mlp", "fashion-mnist-tanh", "cluster-ps", "cluster-mirrored", "linear-regression"]
+    let seeds = try ["fashion-mnist-mlp", "fashion-mnist-tanh", "fashion-mnist-cnn", "fashion-mnist-cnn-bn", "cluster-ps", "cluster-mirrored", "linear-regression"]
         .map { try contents("configs/\($0).json") }
     return Reader(name: "config", seeds: seeds, text: true) { bytes, path in
         var config = try decodeJSON(JobConfig.self, from: Data(bytes), path: path)
         config.sourcePath = root.appendingPathComponent("configs/job.json").path  // TLS files resolve as for a shipped config
         try config.validate(path: path)
-        try check(config.training.batchSize >= 1 && config.model.parameterCount < Int.max, "accepted an invalid config")
+        try check(config.training.batchSize >= 1 && config.model.placement().parameterCount < Int.max, "accepted an invalid config")
     }
 }
 

@@ -22,10 +22,10 @@ import TandemNN
 
         // The fused path, as Trainer.step runs it.
         model.gradients.zero()
-        let logits = model.forward(images.base, rows: rows)
+        let logits = try model.forward(images.base, rows: rows)
         let fused = softmaxCrossEntropy(logits: logits, labels: labels, rows: rows, classes: 10,
                                         dLogits: model.dOutput, gradientScale: 1 / Float(rows))
-        model.backward(lossFusesLastActivation: true)
+        try model.backward(lossFusesLastActivation: true)
 
         // The same model on the tape, over an arena of the same layout holding the same parameters.
         let variables = ParameterArena(shapes: ["dense_0/kernel": [784, 20], "dense_0/bias": [20], "dense_1/kernel": [20, 10], "dense_1/bias": [10]])

@@ -72,7 +72,7 @@ import Glibc
         let model = try Sequential(spec: spec(5, [(4, .tanh), (3, .relu), (2, .sigmoid)]), seed: 11, maxBatchSize: rows)
         for i in 0..<model.parameterCount where model.parameters[i] == 0 { model.parameters[i] = 0.1 }  // biases
         let input = testValues(rows * 5, seed: 6, magnitude: 2)
-        let output = input.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: model.forward($0.baseAddress!, rows: rows), count: rows * 2)) }
+        let output = try input.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: try model.forward($0.baseAddress!, rows: rows), count: rows * 2)) }
 
         let p = model.parameterArray
         var current = input.map(Double.init)
@@ -120,12 +120,12 @@ import Glibc
         let rows = 7
         let input = testValues(rows * 3, seed: 10, magnitude: 2)
         var result = [Float](repeating: .nan, count: rows * 4)
-        input.withUnsafeBufferPointer { model.predict($0.baseAddress!, rows: rows, into: &result) }
+        try input.withUnsafeBufferPointer { try model.predict($0.baseAddress!, rows: rows, into: &result) }
         for r in 0..<rows {
             let probabilities = Array(result[r * 4..<(r + 1) * 4])
             #expect(abs(probabilities.reduce(0, +) - 1) < 1e-6)
-            let logits = Array(input[r * 3..<(r + 1) * 3]).withUnsafeBufferPointer {
-                Array(UnsafeBufferPointer(start: model.forward($0.baseAddress!, rows: 1), count: 4))
+            let logits = try Array(input[r * 3..<(r + 1) * 3]).withUnsafeBufferPointer {
+                Array(UnsafeBufferPointer(start: try model.forward($0.baseAddress!, rows: 1), count: 4))
             }
             let largest = logits.max()!
             let e = logits.map { Double(Glibc.exp($0 - largest)) }

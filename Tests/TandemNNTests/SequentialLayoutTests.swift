@@ -27,8 +27,8 @@ import TandemTestSupport
         let model = try Sequential(spec: spec(2, [(3, .identity)]), seed: 2, maxBatchSize: 2)
         let input: [Float] = [1, 2, -1, 0.5]
         let targets: [Float] = [0, 1, 2, 3, 4, 5]
-        let outputs = input.withUnsafeBufferPointer {
-            Array(UnsafeBufferPointer(start: model.forward($0.baseAddress!, rows: 2), count: 6))
+        let outputs = try input.withUnsafeBufferPointer {
+            Array(UnsafeBufferPointer(start: try model.forward($0.baseAddress!, rows: 2), count: 6))
         }
         let dY = zip(outputs, targets).map { 2 * ($0 - $1) / 6 }
         model.gradients.zero()
@@ -90,13 +90,13 @@ import TandemTestSupport
         final class ImageLayer: Layer, @unchecked Sendable {
             var specification: ModelSpec.Layer { ModelSpec.Layer(units: 1, activation: .identity) }
             var activation: Activation { .identity }
-            func build(name: String, inputShape: [Int], parameterOffset: Int) throws -> [Int] { [28, 28, 1] }
+            func build(name: String, inputShape: [Int], layout: inout ArenaLayout) throws -> [Int] { [28, 28, 1] }
             var parameterViews: [ArenaView] { [] }
             func initializeParameters(_ parameters: UnsafeMutablePointer<Float>, generator: inout SeededGenerator) {}
-            func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, rows: Int) {}
+            func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, rows: Int, context: LayerContext) {}
             func backward(parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
                           output: UnsafePointer<Float>, dOutput: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>?,
-                          rows: Int, activationIsFused: Bool) {}
+                          rows: Int, activationIsFused: Bool, context: LayerContext) {}
         }
         expectTandemError(.badConfig, mentioning: ["dense_1 (Dense)", "[28, 28, 1]", "Flatten"]) {
             _ = try Sequential(inputSize: 784) {

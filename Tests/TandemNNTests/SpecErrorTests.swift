@@ -36,7 +36,10 @@ import TandemNN
     }
 
     @Test func otherBadModels() throws {
-        Self.expectError(mentioning: ["model.layers[0].type", "\"conv2d\""]) {
+        Self.expectError(mentioning: ["model.layers[0].type", "\"lstm\"", "\"conv2d\", \"max_pool2d\""]) {
+            _ = try ModelSpec(inputSize: 4, layers: [Self.layer(3, "relu", type: "lstm")]).validated()
+        }
+        Self.expectError(mentioning: ["model.layers[0].units", "does not apply to a conv2d layer"]) {
             _ = try ModelSpec(inputSize: 4, layers: [Self.layer(3, "relu", type: "conv2d")]).validated()
         }
         Self.expectError(mentioning: ["model.layers[0].units", "0"]) {
@@ -57,7 +60,7 @@ import TandemNN
         let layers = try model.validated()
         #expect(layers.map(\.specification.units) == [3, 2])
         #expect(layers.map(\.activation) == [.relu, .identity])
-        #expect(model.outputSize == 2)
+        #expect(try model.outputSize == 2)
         let roundTrip = try JSONDecoder().decode(ModelSpec.self, from: JSONEncoder().encode(model))
         #expect(roundTrip == model)
     }

@@ -15,9 +15,9 @@ extension Sequential {
     var gradientArray: [Float] { Array(UnsafeBufferPointer(start: gradients.base, count: parameterCount)) }
 
     /// Mean loss of `rows` rows, evaluated through `Loss.compute` with no gradient, in Double.
-    func meanLoss(_ input: [Float], targets: [Float], rows: Int, loss: Loss) -> Double {
+    func meanLoss(_ input: [Float], targets: [Float], rows: Int, loss: Loss, context: LayerContext = .inference) -> Double {
         input.withUnsafeBufferPointer { x in
-            let output = forward(x.baseAddress!, rows: rows)
+            let output = try! forward(x.baseAddress!, rows: rows, context: context)
             return loss.compute(outputs: output, targets: targets, rows: rows, columns: outputSize, dOutputs: nil,
                                 gradientScale: 1).lossSum / Double(rows)
         }
@@ -26,12 +26,13 @@ extension Sequential {
     /// One forward, loss and backward, as a training step does, with gradients accumulated (not zeroed) at
     /// `gradientScale`.
     @discardableResult
-    func accumulateGradients(_ input: [Float], targets: [Float], rows: Int, loss: Loss, gradientScale: Float) -> LossStatistics {
+    func accumulateGradients(_ input: [Float], targets: [Float], rows: Int, loss: Loss, gradientScale: Float,
+                             context: LayerContext? = nil) -> LossStatistics {
         input.withUnsafeBufferPointer { x in
-            let output = forward(x.baseAddress!, rows: rows)
+            let output = try! forward(x.baseAddress!, rows: rows, context: context ?? LayerContext(training: true, globalRows: rows))
             let statistics = loss.compute(outputs: output, targets: targets, rows: rows, columns: outputSize,
                                           dOutputs: dOutput, gradientScale: gradientScale)
-            backward(lossFusesLastActivation: loss.fusesSoftmax && [.softmax, .identity].contains(lastActivation))
+            try! backward(lossFusesLastActivation: loss.fusesSoftmax && [.softmax, .identity].contains(lastActivation))
             return statistics
         }
     }

@@ -1,0 +1,269 @@
+// Kernels of the image layers (convolution, pooling, dropout) on NHWC data, shared by the layers of TandemNN and the
+// gradient tape's operations, so both compute the same thing. Like Kernels.swift: preallocated pointers, outputs
+// written first, backward kernels accumulate (`+=`).
+
+/// How a window slides over an image: the sizes of a convolution or pooling, its strides and padding, and the
+/// output size they give (Keras's rules: "valid" drops what does not fit, "same" pads to ⌈input / stride⌉, the odd
+/// pixel of padding at the bottom and right, as TensorFlow does).
+public struct WindowGeometry: Sendable, Equatable {
+    public enum Padding: String, Sendable, Codable { case valid, same }
+
+    public let inputHeight: Int, inputWidth: Int, channels: Int
+    public let windowHeight: Int, windowWidth: Int
+    public let strideY: Int, strideX: Int
+    public let padTop: Int, padLeft: Int
+    public let outputHeight: Int, outputWidth: Int
+
+    /// nil when the window does not fit the image ("valid" with a window larger than the input).
+    public init?(input: (height: Int, width: Int, channels: Int), window: (height: Int, width: Int),
+                 strides: (y: Int, x: Int), padding: Padding) {
+        guard input.height > 0, input.width > 0, input.channels > 0, window.height > 0, window.width > 0,
+              strides.y > 0, strides.x > 0 else { return nil }
+        inputHeight = input.height
+        inputWidth = input.width
+        channels = input.channels
+        windowHeight = window.height
+        windowWidth = window.width
+        strideY = strides.y
+        strideX = strides.x
+        switch padding {
+        case .valid:
+            guard input.height >= window.height, input.width >= window.width else { return nil }
+            outputHeight = (input.height - window.height) / strides.y + 1
+            outputWidth = (input.width - window.width) / strides.x + 1
+            padTop = 0
+            padLeft = 0
+        case .same:
+            outputHeight = (input.height + strides.y - 1) / strides.y
+            outputWidth = (input.width + strides.x - 1) / strides.x
+            padTop = max((outputHeight - 1) * strides.y + window.height - input.height, 0) / 2
+            padLeft = max((outputWidth - 1) * strides.x + window.width - input.width, 0) / 2
+        }
+    }
+
+    public var inputCount: Int { inputHeight * inputWidth * channels }
+    public var outputPixels: Int { outputHeight * outputWidth }
+    /// Values under one window position: a row of the im2col matrix.
+    public var windowCount: Int { windowHeight * windowWidth * channels }
+}
+
+/// Unfolds one image [H, W, C] into the rows of a matrix [outputPixels, windowH · windowW · C], one row per output
+/// pixel, columns in (ky, kx, c) order — a Keras kernel [kh, kw, C, filters] read as [kh·kw·C, filters] — so the
+/// convolution is one GEMM. Padding reads as zeros.
+public func im2col(_ image: UnsafePointer<Float>, _ g: WindowGeometry, into columns: UnsafeMutablePointer<Float>) {
+    let c = g.channels, rowLength = g.windowCount, run = g.windowWidth * c
+    for oy in 0..<g.outputHeight {
+        for ox in 0..<g.outputWidth {
+            var destination = columns + (oy * g.outputWidth + ox) * rowLength
+            let ix0 = ox * g.strideX - g.padLeft
+            let columnsInside = ix0 >= 0 && ix0 + g.windowWidth <= g.inputWidth
+            for ky in 0..<g.windowHeight {
+                let iy = oy * g.strideY - g.padTop + ky
+                let rowInside = iy >= 0 && iy < g.inputHeight
+                if rowInside && columnsInside {
+                    // The window's row is one run of windowWidth · channels floats in NHWC.
+                    copyFloats(image + (iy * g.inputWidth + ix0) * c, to: destination, count: run)
+                    destination += run
+                    continue
+                }
+                for kx in 0..<g.windowWidth {
+                    let ix = ix0 + kx
+                    if rowInside && ix >= 0 && ix < g.inputWidth {
+                        copyFloats(image + (iy * g.inputWidth + ix) * c, to: destination, count: c)
+                    } else {
+                        destination.update(repeating: 0, count: c)
+                    }
+                    destination += c
+                }
+            }
+        }
+    }
+}
+
+/// A copy that does not pay a library call for the few floats of a one-channel window row.
+@inline(__always)
+func copyFloats(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
+    if count >= 32 {
+        destination.update(from: source, count: count)
+        return
+    }
+    var i = 0
+    while i + 4 <= count {
+        UnsafeMutableRawPointer(destination + i).storeBytes(of: UnsafeRawPointer(source + i).loadUnaligned(as: SIMD4<Float>.self), as: SIMD4<Float>.self)
+        i += 4
+    }
+    while i < count { destination[i] = source[i]; i += 1 }
+}
+
+/// The adjoint of `im2col`: adds each row of `columns` back onto the pixels it was read from (`image` += ...).
+public func col2imAccumulate(_ columns: UnsafePointer<Float>, _ g: WindowGeometry, into image: UnsafeMutablePointer<Float>) {
+    let c = g.channels, rowLength = g.windowCount
+    for oy in 0..<g.outputHeight {
+        for ox in 0..<g.outputWidth {
+            var source = columns + (oy * g.outputWidth + ox) * rowLength
+            for ky in 0..<g.windowHeight {
+                let iy = oy * g.strideY - g.padTop + ky
+                let rowInside = iy >= 0 && iy < g.inputHeight
+                for kx in 0..<g.windowWidth {
+                    let ix = ox * g.strideX - g.padLeft + kx
+                    if rowInside && ix >= 0 && ix < g.inputWidth {
+                        let pixel = image + (iy * g.inputWidth + ix) * c
+                        for k in 0..<c { pixel[k] += source[k] }
+                    }
+                    source += c
+                }
+            }
+        }
+    }
+}
+
+/// Samples of one convolution GEMM: enough that the GEMM is large, few enough that the unfolded chunk
+/// (`windowCount × outputPixels` floats per sample) stays in a core's L2 cache between im2col and the GEMM.
+public func convolutionChunkSamples(_ g: WindowGeometry, maxSamples: Int) -> Int {
+    let bytesPerSample = max(g.outputPixels * g.windowCount * MemoryLayout<Float>.size, 1)
+    return max(1, min(maxSamples, (512 * 1024) / bytesPerSample))
+}
+
+/// Max pooling of `samples` images: output[p, c] = max over the window; `argmax` keeps, per output value, the index
+/// within its sample's input of the value chosen (the first of equal ones), for the backward pass. A window with no
+/// pixel inside the image ("same" padding at a corner cannot give one) is impossible by construction.
+public func maxPoolForward(_ input: UnsafePointer<Float>, _ g: WindowGeometry, samples: Int,
+                           output: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
+    let c = g.channels, inCount = g.inputCount, outCount = g.outputPixels * c
+    let lanes = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7)
+    for s in 0..<samples {
+        let image = input + s * inCount, out = output + s * outCount, index = argmax + s * outCount
+        for oy in 0..<g.outputHeight {
+            let y0 = max(oy * g.strideY - g.padTop, 0), y1 = min(oy * g.strideY - g.padTop + g.windowHeight, g.inputHeight)
+            for ox in 0..<g.outputWidth {
+                let x0 = max(ox * g.strideX - g.padLeft, 0), x1 = min(ox * g.strideX - g.padLeft + g.windowWidth, g.inputWidth)
+                let o = out + (oy * g.outputWidth + ox) * c, at = index + (oy * g.outputWidth + ox) * c
+                // Eight channels at a time in registers (explicit vectors: the compiler would not vectorize the
+                // select of a value and its index), the remainder one by one.
+                var k = 0
+                while k + 8 <= c {
+                    var best = SIMD8<Float>(repeating: -.infinity), where_ = SIMD8<Int32>(repeating: 0)
+                    var first = true
+                    for iy in y0..<y1 {
+                        for ix in x0..<x1 {
+                            let p = (iy * g.inputWidth + ix) * c + k
+                            let value = UnsafeRawPointer(image + p).loadUnaligned(as: SIMD8<Float>.self)
+                            let position = SIMD8<Int32>(repeating: Int32(truncatingIfNeeded: p)) &+ lanes
+                            if first {
+                                best = value
+                                where_ = position
+                                first = false
+                            } else {
+                                let larger = value .> best
+                                best.replace(with: value, where: larger)
+                                where_.replace(with: position, where: larger)
+                            }
+                        }
+                    }
+                    UnsafeMutableRawPointer(o + k).storeBytes(of: best, as: SIMD8<Float>.self)
+                    UnsafeMutableRawPointer(at + k).storeBytes(of: where_, as: SIMD8<Int32>.self)
+                    k += 8
+                }
+                while k < c {
+                    var best = image[(y0 * g.inputWidth + x0) * c + k], position = (y0 * g.inputWidth + x0) * c + k
+                    for iy in y0..<y1 {
+                        for ix in x0..<x1 {
+                            let p = (iy * g.inputWidth + ix) * c + k
+                            if image[p] > best { best = image[p]; position = p }
+                        }
+                    }
+                    o[k] = best
+                    at[k] = Int32(truncatingIfNeeded: position)
+                    k += 1
+                }
+            }
+        }
+    }
+}
+
+/// dInput[argmax] = dOutput, per sample, and zero elsewhere; `positiveOnly`: only where the maximum is above zero
+/// (the derivative of a ReLU before the pooling, taken over by it). dInput is written, not accumulated.
+public func maxPoolBackward(_ dOutput: UnsafePointer<Float>, output: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
+                            _ g: WindowGeometry, samples: Int, positiveOnly: Bool, dInput: UnsafeMutablePointer<Float>) {
+    let inCount = g.inputCount, outCount = g.outputPixels * g.channels
+    for s in 0..<samples {
+        // One sample at a time: its input gradient is zeroed and scattered into while it is in cache.
+        let dImage = dInput + s * inCount, dOut = dOutput + s * outCount, out = output + s * outCount, index = argmax + s * outCount
+        dImage.update(repeating: 0, count: inCount)
+        if positiveOnly {
+            for o in 0..<outCount where out[o] > 0 { dImage[Int(index[o])] += dOut[o] }
+        } else {
+            for o in 0..<outCount { dImage[Int(index[o])] += dOut[o] }
+        }
+    }
+}
+
+/// Average pooling: the mean of the window's pixels inside the image (padding is not counted, as in Keras).
+/// `backward`: false computes output from input; true spreads dOutput evenly back onto dInput (`+=`).
+public func averagePool(_ g: WindowGeometry, samples: Int, backward: Bool,
+                        image: UnsafeMutablePointer<Float>, pooled: UnsafeMutablePointer<Float>) {
+    let c = g.channels, inCount = g.inputCount, outCount = g.outputPixels * c
+    for s in 0..<samples {
+        let picture = image + s * inCount, out = pooled + s * outCount
+        for oy in 0..<g.outputHeight {
+            let y0 = max(oy * g.strideY - g.padTop, 0), y1 = min(oy * g.strideY - g.padTop + g.windowHeight, g.inputHeight)
+            for ox in 0..<g.outputWidth {
+                let x0 = max(ox * g.strideX - g.padLeft, 0), x1 = min(ox * g.strideX - g.padLeft + g.windowWidth, g.inputWidth)
+                let o = out + (oy * g.outputWidth + ox) * c
+                let scale = 1 / Float((y1 - y0) * (x1 - x0))
+                if !backward { o.update(repeating: 0, count: c) }
+                for iy in y0..<y1 {
+                    for ix in x0..<x1 {
+                        let p = picture + (iy * g.inputWidth + ix) * c
+                        if backward {
+                            for k in 0..<c { p[k] += o[k] * scale }
+                        } else {
+                            for k in 0..<c { o[k] += p[k] }
+                        }
+                    }
+                }
+                if !backward { for k in 0..<c { o[k] *= scale } }
+            }
+        }
+    }
+}
+
+/// The dropout decision for one value, a pure function of what identifies it — the run's seed, the layer, the epoch,
+/// the example's index in the data set and the value's position in the example — so a replica draws the same mask
+/// for an example whichever replica, thread or reduction group it lands on, and a run's parameters do not depend on
+/// how many replicas share it. Returns the value's multiplier: 0, or 1 / (1 − rate).
+public struct DropoutMask: Sendable {
+    public let rate: Float
+    private let threshold: UInt32
+    private let keepScale: Float
+
+    public init(rate: Float) {
+        self.rate = rate
+        threshold = UInt32(min(max(Double(rate), 0), 1) * Double(1 << 24))
+        keepScale = rate < 1 ? 1 / (1 - rate) : 0
+    }
+
+    /// The key of one example's mask; `fill` draws its values.
+    @inline(__always)
+    public static func exampleKey(seed: UInt64, layer: UInt64, epoch: Int, example: Int) -> UInt64 {
+        mix(mix(mix(seed ^ 0x6A09_E667_F3BC_C908 &+ layer) ^ UInt64(truncatingIfNeeded: epoch)) ^ UInt64(truncatingIfNeeded: example))
+    }
+
+    /// mask[i] = the multiplier of value i of the example `key` names, for i in 0..<count.
+    @inline(__always)
+    public func fill(_ mask: UnsafeMutablePointer<Float>, count: Int, key: UInt64) {
+        for i in 0..<count {
+            let bits = UInt32(truncatingIfNeeded: Self.mix(key &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15) >> 40)
+            mask[i] = bits >= threshold ? keepScale : 0
+        }
+    }
+
+    /// SplitMix64's finalizer: a bijection of 64-bit words whose outputs pass as independent uniform draws.
+    @inline(__always)
+    static func mix(_ value: UInt64) -> UInt64 {
+        var z = value &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,129 @@
+import TandemCore
+
+/// A 2-D convolution over NHWC images, as Keras's `Conv2D`: `filters` kernels of `kernelSize` × `kernelSize` over
+/// every input channel, then bias and activation. Its kernel [kh, kw, in, filters] and bias [filters] are views into
+/// the model's parameter arena.
+///
+/// Forward and both backward products run as OpenBLAS GEMMs on the image unfolded (im2col) a few samples at a time,
+/// so the unfolded chunk stays in cache: output = col · W, dW += colᵀ · dZ, dcol = dZ · Wᵀ folded back (col2im).
+///
+/// ```swift
+/// Conv2D(32, kernelSize: 3, activation: .relu)
+/// ```
+public final class Conv2D: Layer, @unchecked Sendable {
+    public let filters: Int
+    public let kernelSize: Int
+    public let strides: Int
+    public let padding: WindowGeometry.Padding
+    public let activation: Activation
+    // Set by `build` and `reserve`, before any forward; read-only while training (hence @unchecked Sendable).
+    public private(set) var geometry: WindowGeometry?
+    public private(set) var kernel = ArenaView(name: "kernel", offset: 0, shape: [0])
+    public private(set) var bias = ArenaView(name: "bias", offset: 0, shape: [0])
+    private var chunkSamples = 1
+    private var columns = FlatArena(count: 0)
+    private var dColumns = FlatArena(count: 0)
+
+    public init(_ filters: Int, kernelSize: Int, strides: Int = 1, padding: WindowGeometry.Padding = .valid,
+                activation: Activation = .identity) {
+        self.filters = filters
+        self.kernelSize = kernelSize
+        self.strides = strides
+        self.padding = padding
+        self.activation = activation
+    }
+
+    public var specification: ModelSpec.Layer {
+        ModelSpec.Layer(type: "conv2d", activation: activation.rawValue, filters: filters, kernelSize: kernelSize,
+                        strides: strides == 1 ? nil : strides, padding: padding == .valid ? nil : padding.rawValue)
+    }
+
+    public func build(name: String, inputShape: [Int], layout: inout ArenaLayout) throws -> [Int] {
+        let g = try windowGeometry(layer: "\(name) (Conv2D)", inputShape: inputShape, window: kernelSize, strides: strides, padding: padding)
+        guard filters > 0, filters <= ModelSpec.maximumUnits else {
+            throw TandemError(.badConfig, "\(name) (Conv2D): filters must be between 1 and \(ModelSpec.maximumUnits), found \(filters)")
+        }
+        geometry = g
+        kernel = layout.parameter("\(name)/kernel", shape: [kernelSize, kernelSize, g.channels, filters])
+        bias = layout.parameter("\(name)/bias", shape: [filters])
+        return [g.outputHeight, g.outputWidth, filters]
+    }
+
+    public var parameterViews: [ArenaView] { [kernel, bias] }
+
+    /// Glorot-uniform kernel (fan-in kh·kw·in, fan-out kh·kw·filters, as Keras), zero bias.
+    public func initializeParameters(_ parameters: UnsafeMutablePointer<Float>, generator: inout SeededGenerator) {
+        guard let g = geometry else { return }
+        let area = kernelSize * kernelSize
+        fillGlorotUniform(parameters + kernel.offset, count: kernel.count, fanIn: area * g.channels, fanOut: area * filters, generator: &generator)
+    }
+
+    public func reserve(maxBatchSize rows: Int) {
+        guard let g = geometry else { return }
+        chunkSamples = convolutionChunkSamples(g, maxSamples: rows)
+        columns = FlatArena(count: chunkSamples * g.outputPixels * g.windowCount)
+        dColumns = FlatArena(count: chunkSamples * g.outputPixels * g.windowCount)
+    }
+
+    /// Unfolds samples [start, start + count) of `input` into the column buffer.
+    private func unfold(_ input: UnsafePointer<Float>, _ g: WindowGeometry, start: Int, count: Int) {
+        let rowLength = g.outputPixels * g.windowCount
+        for s in 0..<count { im2col(input + (start + s) * g.inputCount, g, into: columns.base + s * rowLength) }
+    }
+
+    public func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                        rows: Int, context: LayerContext) {
+        guard let g = geometry else { preconditionFailure("Conv2D.forward before build") }
+        let outputCount = g.outputPixels * filters
+        for start in stride(from: 0, to: rows, by: chunkSamples) {
+            let count = min(chunkSamples, rows - start)
+            unfold(input, g, start: start, count: count)
+            let out = output + start * outputCount
+            gemm(.none, .none, m: count * g.outputPixels, n: filters, k: g.windowCount, a: columns.base, lda: g.windowCount,
+                 b: parameters + kernel.offset, ldb: filters, beta: 0, c: out, ldc: filters)
+            biasActivationForward(out, bias: parameters + bias.offset, rows: count * g.outputPixels, columns: filters, activation: activation)
+        }
+    }
+
+    public func backward(parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                         input: UnsafePointer<Float>, output: UnsafePointer<Float>, dOutput: UnsafeMutablePointer<Float>,
+                         dInput: UnsafeMutablePointer<Float>?, rows: Int, activationIsFused: Bool, context: LayerContext) {
+        guard let g = geometry else { preconditionFailure("Conv2D.backward before build") }
+        let outputCount = g.outputPixels * filters, rowLength = g.outputPixels * g.windowCount
+        for start in stride(from: 0, to: rows, by: chunkSamples) {
+            let count = min(chunkSamples, rows - start), pixels = count * g.outputPixels
+            let dZ = dOutput + start * outputCount
+            if !activationIsFused {
+                activationBackward(dZ, output: output + start * outputCount, count: pixels * filters, activation: activation)
+            }
+            columnSumAccumulate(gradients + bias.offset, dZ, rows: pixels, columns: filters)
+            unfold(input, g, start: start, count: count)
+            gemm(.transposed, .none, m: g.windowCount, n: filters, k: pixels, a: columns.base, lda: g.windowCount,
+                 b: dZ, ldb: filters, beta: 1, c: gradients + kernel.offset, ldc: filters)
+            guard let dInput else { continue }
+            gemm(.none, .transposed, m: pixels, n: g.windowCount, k: filters, a: dZ, lda: filters,
+                 b: parameters + kernel.offset, ldb: filters, beta: 0, c: dColumns.base, ldc: g.windowCount)
+            let dImages = dInput + start * g.inputCount
+            dImages.update(repeating: 0, count: count * g.inputCount)
+            for s in 0..<count { col2imAccumulate(dColumns.base + s * rowLength, g, into: dImages + s * g.inputCount) }
+        }
+    }
+}
+
+/// The window geometry of an image layer on `inputShape`, or an error naming the layer and the shape.
+func windowGeometry(layer: String, inputShape: [Int], window: Int, strides: Int, padding: WindowGeometry.Padding) throws -> WindowGeometry {
+    guard inputShape.count == 3, inputShape.allSatisfy({ $0 > 0 }) else {
+        throw TandemError(.badConfig, "\(layer) expects images [height, width, channels], found \(inputShape); give the model an input_shape such as [28, 28, 1]")
+    }
+    guard let g = WindowGeometry(input: (inputShape[0], inputShape[1], inputShape[2]), window: (window, window),
+                                 strides: (strides, strides), padding: padding) else {
+        throw TandemError(.badConfig, "\(layer): a \(window)×\(window) window with strides \(strides) and \(padding.rawValue) padding does not fit its input \(inputShape)")
+    }
+    return g
+}
+
+/// Keras's Glorot-uniform initializer on `count` values: uniform in ±√(6 / (fanIn + fanOut)).
+func fillGlorotUniform(_ values: UnsafeMutablePointer<Float>, count: Int, fanIn: Int, fanOut: Int, generator: inout SeededGenerator) {
+    let limit = (6 / Float(fanIn + fanOut)).squareRoot()
+    for i in 0..<count { values[i] = (2 * generator.nextUnitFloat() - 1) * limit }
+}
