@@ -69,7 +69,7 @@ let package = Package(
         .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore", "TandemTestSupport"]),
         .testTarget(name: "TandemDataTests", dependencies: ["TandemData", "TandemCore", "TandemTestSupport"]),
         .testTarget(name: "TandemTrainTests", dependencies: ["TandemTrain", "TandemNN", "TandemData", "TandemCore", "TandemTestSupport"]),
-        .testTarget(name: "TandemCollectivesTests", dependencies: ["TandemCollectives", "TandemTrain", "TandemCore"]),
+        .testTarget(name: "TandemCollectivesTests", dependencies: ["TandemCollectives", "TandemTrain", "TandemNN", "TandemCore"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TandemData", "TandemTrain", "TandemTestSupport"], exclude: ["Scripts"]),
     ]
 )

@@ -5,6 +5,12 @@ figures measured in the same run, medians over rounds (the machine is shared and
 ratios hold).
 
     python3 benchmarks/bench.py --tandem .build/release/tandem [--floor ../shared/floor] [--rounds 5] [--seeds 20]
+                                [--no-cnn | --only-cnn [--no-tandem]] [--cnn-epochs 3]
+
+The convnet section (keras.io's MNIST convnet, configs/fashion-mnist-cnn.json) opens every round, before the MLPs:
+floor_cnn alone, two floor_cnn at batch 64 at once plus the raw all-reduce of its 34,826 floats (the floor's 2-process
+bound), tandem in one process, with --replicas 2 and under mpirun -np 2 (global batch 128 in all), and TensorFlow's
+model.fit on the whole machine (benchmarks/tensorflow/cnn.py) where a Python with TensorFlow is at hand.
 
 `./launch.sh bench` builds tandem (and the floor, when it has no binaries yet) and runs this. Raw records stay in
 the folder it names (one JSON or JSON Lines file per run).
@@ -37,19 +43,36 @@ def run_together(commands_and_outputs):
             file.write(stdout.strip().splitlines()[-1] + "\n")
 
 
-def measure(tandem, floor, out, rounds, seeds, tf_python):
+def kernel_replacement(current):
+    """Python twin of BLASKernelChoice.replacement: the kernels tandem would pick instead of OpenBLAS's fallback
+    (for when tandem is not run: --no-tandem, or a tandem that does not say)."""
+    if os.environ.get("OPENBLAS_CORETYPE") or current != "Prescott":
+        return os.environ.get("OPENBLAS_CORETYPE", "")
+    flags = next((set(line.split(":", 1)[1].split()) for line in open("/proc/cpuinfo") if line.startswith("flags")), set())
+    if {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= flags:
+        return "Haswell"
+    return "Sandybridge" if "avx" in flags else ""
+
+
+def measure(tandem, floor, out, rounds, seeds, tf_python, mlp=True, cnn_epochs=0, with_tandem=True):
     mpirun = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"]
     floor_mlp = os.path.join(floor, "bin", "floor_mlp")
+    floor_cnn = os.path.join(floor, "bin", "floor_cnn")
     # The floor runs the OpenBLAS kernels Tandem runs (Tandem replaces OpenBLAS's fallback for a CPU it does not
     # know: Sources/TandemCore/BLASKernelChoice.swift), so the ratio compares loops, not kernels; one floor run per
-    # round keeps OpenBLAS's own choice, to show what that choice costs.
+    # round keeps OpenBLAS's own choice, to show what that choice costs. The variable set here covers every later
+    # run (floor_cnn too: on OpenBLAS's fallback its sgemm is 5-7x slower).
     verbose = subprocess.run([tandem, "train", "configs/fashion-mnist-mlp.json", "--epochs", "1", "--progress", "silent", "-v"],
-                             cwd=ROOT, capture_output=True, text=True).stderr
+                             cwd=ROOT, capture_output=True, text=True).stderr if with_tandem else ""
     kernels = next((line.split("OpenBLAS kernels ", 1)[1].strip() for line in verbose.splitlines() if "OpenBLAS kernels " in line), "")
     default_env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
     default_env["OPENBLAS_VERBOSE"] = "2"
     probe = subprocess.run([floor_mlp, "--model", "relu", "--epochs", "1"], cwd=ROOT, env=default_env, capture_output=True, text=True)
     default_kernels = next((line[len("Core: "):].strip() for line in (probe.stdout + probe.stderr).splitlines() if line.startswith("Core: ")), "")
+    if not kernels:   # tandem not run, or silent about it: its rule, so that the floor still gets the kernels it would
+        kernels = kernel_replacement(default_kernels) or default_kernels
     print(f"==> OpenBLAS kernels: {kernels or 'unknown'} for tandem and the floor (OpenBLAS alone would choose {default_kernels or 'unknown'})",
           file=sys.stderr)
     if kernels:
@@ -57,8 +80,17 @@ def measure(tandem, floor, out, rounds, seeds, tf_python):
     json.dump({"tandem": kernels, "openblas_default": default_kernels}, open(f"{out}/kernels.json", "w"))
     without_kernels = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
     examples = os.path.join(ROOT, "Examples", ".build", "release")
+    silent = ["--progress", "silent"]
+    has_tf = bool(tf_python) and os.access(tf_python, os.X_OK)
+    if cnn_epochs:
+        json.dump({"epochs": cnn_epochs, "rounds": rounds, "tandem": with_tandem}, open(f"{out}/cnn.json", "w"))
     for r in range(1, rounds + 1):
         print(f"==> round {r} of {rounds}", file=sys.stderr)
+        if cnn_epochs:
+            measure_cnn(tandem if with_tandem else None, floor_cnn, os.path.join(floor, "bin", "floor_allreduce"), out, r,
+                        cnn_epochs, tf_python if has_tf else None, mpirun)
+        if not mlp:
+            continue
         for model in ("relu", "tanh"):
             config = "configs/fashion-mnist-tanh.json" if model == "tanh" else "configs/fashion-mnist-mlp.json"
             run([floor_mlp, "--model", model], f"{out}/floor-{model}-{r}.json")
@@ -67,7 +99,6 @@ def measure(tandem, floor, out, rounds, seeds, tf_python):
                           for core in (0, 1)])
             run([floor_mlp, "--model", model], f"{out}/floor-default-{model}-{r}.json", env=without_kernels)
             run([tandem, "train", config, "--seed", str(r), "--progress", "silent", "--metrics", f"{out}/tandem-{model}-{r}.jsonl"])
-        silent = ["--progress", "silent"]
         run(mpirun + [tandem, "train", "configs/fashion-mnist-mlp-mirrored.json", "--seed", str(r), *silent,
                       "--metrics", f"{out}/mirrored-relu-{r}.jsonl"])
         run(mpirun + [tandem, "train", "configs/fashion-mnist-mlp-mirrored.json", "--reduction-groups", "4", "--seed", str(r), *silent,
@@ -88,6 +119,8 @@ def measure(tandem, floor, out, rounds, seeds, tf_python):
         # The library's Keras-style fit of the tanh model (the Examples package), where it was built: the CLI's path.
         if os.access(os.path.join(examples, "KerasStyle"), os.X_OK):
             run([os.path.join(examples, "KerasStyle"), "--seed", str(r), "--metrics", f"{out}/keras-tanh-{r}.jsonl"], quiet=True)
+    if not mlp:
+        return
     # Accuracy is a property of the recipe, not of one seed (seed-to-seed spread ~0.7 points at global batch 128):
     # the 2-rank job over more seeds than the timing rounds gave.
     if seeds > rounds:
@@ -97,7 +130,7 @@ def measure(tandem, floor, out, rounds, seeds, tf_python):
                       "--metrics", f"{out}/mirrored-relu-{seed}.jsonl"])
     # TensorFlow's own strategies on the same job, once, where a Python with TensorFlow is at hand
     # (benchmarks/tensorflow/README.md); otherwise the figures the issues quote.
-    if tf_python and os.access(tf_python, os.X_OK):
+    if has_tf:
         print("==> TensorFlow reference runs (benchmarks/tensorflow, once each)", file=sys.stderr)
         for job, script in (("ps", "ps_strategy.py"), ("mwms", "mirrored_strategy.py")):
             result = subprocess.run([tf_python, f"benchmarks/tensorflow/{script}"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -107,7 +140,93 @@ def measure(tandem, floor, out, rounds, seeds, tf_python):
                 open(f"{out}/tf-{job}.json", "w").write(lines[-1] + "\n")
 
 
-def report(out, rounds, seeds):
+CNN_CONFIG, CNN_PARAMETERS, CNN_STEPS = "configs/fashion-mnist-cnn.json", 34826, 60000 // 128
+
+
+def measure_cnn(tandem, floor_cnn, floor_allreduce, out, r, epochs, tf_python, mpirun):
+    """One round of the convnet section (seed r; tandem None: the floor and TensorFlow only)."""
+    e = ["--epochs", str(epochs)]
+    run([floor_cnn, *e, "--seed", "1"], f"{out}/floor-cnn-{r}.json")
+    # The floor's 2-process bound: two floors at batch 64 at once, one per core as mpirun places two ranks (a step
+    # with both cores busy), plus the raw all-reduce of the convnet's gradient.
+    run_together([(["taskset", "-c", str(core), floor_cnn, *e, "--batch", "64", "--seed", str(core + 1)],
+                   f"{out}/floor-cnn-busy{core}-{r}.json") for core in (0, 1)])
+    run(mpirun + [floor_allreduce, "--floats", str(CNN_PARAMETERS), "--iters", "2000"], f"{out}/allreduce-{CNN_PARAMETERS}-{r}.json")
+    if tandem:
+        silent = ["--seed", str(r), *e, "--progress", "silent"]
+        run([tandem, "train", CNN_CONFIG, *silent, "--metrics", f"{out}/tandem-cnn-{r}.jsonl"])
+        run([tandem, "train", CNN_CONFIG, "--replicas", "2", *silent, "--metrics", f"{out}/threads-cnn-{r}.jsonl"])
+        run(mpirun + [tandem, "train", CNN_CONFIG, *silent, "--metrics", f"{out}/mirrored-cnn-{r}.jsonl"])
+    if tf_python:   # TensorFlow's Keras fit, default threads: the whole machine
+        result = subprocess.run([tf_python, "benchmarks/tensorflow/cnn.py", "--seed", str(r)], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, BENCH_EPOCHS=str(epochs)))
+        lines = result.stdout.strip().splitlines()
+        if result.returncode == 0 and lines:
+            open(f"{out}/tf-cnn-{r}.json", "w").write(lines[-1] + "\n")
+        else:
+            print(f"==> benchmarks/tensorflow/cnn.py failed with exit status {result.returncode}", file=sys.stderr)
+
+
+def report_cnn(out, rounds):
+    median = statistics.median
+    settings = json.load(open(f"{out}/cnn.json"))
+    def load(name):  # a round's record: the floor's and TensorFlow's JSON, tandem's metrics summary; None when absent
+        path = f"{out}/{name}"
+        if not os.path.exists(path) or not os.path.getsize(path):
+            return None
+        return [json.loads(line) for line in open(path) if line.strip()][-1]
+    def seconds(record):  # median of epochs 2..N
+        if record is None:
+            return None
+        if "epoch_seconds_median" in record:
+            return record["epoch_seconds_median"]
+        return median(record["epoch_seconds"][1:] or record["epoch_seconds"])
+    def bound(r):
+        # The floor's own loop at 2 ranks, global batch 128: each rank's 468 steps of 64 at the cost of a step with both
+        # cores busy (the slower of the two floors; floor_cnn --batch 64 makes 937 such steps an epoch), plus one raw
+        # all-reduce of the gradient per step (on one host it is CPU work on the same cores: no free overlap).
+        busy = max(seconds(load(f"floor-cnn-busy{core}-{r}.json")) for core in (0, 1))
+        return CNN_STEPS * (busy / (60000 // 64) + load(f"allreduce-{CNN_PARAMETERS}-{r}.json")["median_us"] * 1e-6)
+    jobs = {"floor": lambda r: load(f"floor-cnn-{r}.json"), "tandem": lambda r: load(f"tandem-cnn-{r}.jsonl"),
+            "threads": lambda r: load(f"threads-cnn-{r}.jsonl"), "mirrored": lambda r: load(f"mirrored-cnn-{r}.jsonl"),
+            "tf": lambda r: load(f"tf-cnn-{r}.json")}
+    times = {job: [seconds(get(r)) for r in range(1, rounds + 1)] for job, get in jobs.items()}
+    times["bound"] = [bound(r) for r in range(1, rounds + 1)]
+    def figure(job):
+        values = [v for v in times[job] if v is not None]
+        return f"{median(values):8.3f}" if values else f"{'-':>8}"
+    def ratio(a, b, bar):  # median over rounds of the same round's ratio, against its bar
+        values = [x / y for x, y in zip(times[a], times[b]) if x is not None and y is not None]
+        if not values:
+            return "-"
+        return f"{median(values):.2f}x (bar <= {bar}: {'met' if median(values) <= bar else 'MISSED'})"
+    def accuracy(job):
+        values = [record["test_accuracy"] for record in map(jobs[job], range(1, rounds + 1)) if record and "test_accuracy" in record]
+        return f"{median(values):.4f} [{min(values):.4f}-{max(values):.4f}]" if values else "-"
+    allreduce = median(load(f"allreduce-{CNN_PARAMETERS}-{r}.json")["median_us"] for r in range(1, rounds + 1))
+    tf_version = next((record["tensorflow"] for record in map(jobs["tf"], range(1, rounds + 1)) if record), None)
+
+    print()
+    print(f"Convnet (keras.io's MNIST convnet, {CNN_CONFIG}), global batch 128, {settings['epochs']} epochs; s/epoch: medians of "
+          f"epochs 2..{settings['epochs']}, then over {rounds} rounds; ratios: median of each round's ratio")
+    rows = [("floor_cnn, one process, one BLAS thread", "floor", ""),
+            ("tandem, one process", "tandem", f"tandem / floor {ratio('tandem', 'floor', 1.1)}"),
+            ("floor 2-process bound", "bound", f"{CNN_STEPS} x (a batch-64 step with both cores busy + all-reduce of {CNN_PARAMETERS} floats, {allreduce:.1f} us)"),
+            ("tandem --replicas 2", "threads", f"/ floor 2-process bound {ratio('threads', 'bound', 1.1)}; / TensorFlow {ratio('threads', 'tf', 0.75)}"),
+            ("tandem mpirun -np 2", "mirrored", f"/ floor 2-process bound {ratio('mirrored', 'bound', 1.1)}; / TensorFlow {ratio('mirrored', 'tf', 0.75)}"),
+            (f"TensorFlow {tf_version or ''} model.fit, all cores", "tf", "")]
+    print(f"{'job':40} {'s/epoch':>8} {'test accuracy':>24}  ratios")
+    for label, job, note in rows:
+        print(f"{label:40} {figure(job)} {accuracy(job) if job != 'bound' else '':>24}  {note}")
+    if not settings.get("tandem", True):
+        print("(tandem was not run: --no-tandem)")
+
+
+def report(out, rounds, seeds, mlp=True, cnn=True):
+    if not mlp:
+        if cnn:
+            report_cnn(out, rounds)
+        return
     median = statistics.median
     def tensorflow(job, quoted):  # TensorFlow's median of epochs 2..N when measured in this run, else the quoted figure
         path = f"{out}/tf-{job}.json"
@@ -218,13 +337,15 @@ def report(out, rounds, seeds):
                 for r, k in enumerate(keras, start=1)]
         print(f"tanh   {median(row[0] for row in rows):.0f} samples/s = {median(row[0] / row[1] for row in rows):.2f}x tandem train's "
               f"samples/s on the same model; test accuracy {spread([row[2] for row in rows])} (54,000 training rows after the validation split)")
+    if cnn:
+        report_cnn(out, rounds)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tandem", default=os.path.join(ROOT, ".build", "release", "tandem"), help="the tandem binary")
     parser.add_argument("--floor", default=os.environ.get("FLOOR_DIR", os.path.join(ROOT, "..", "shared", "floor")),
-                        help="the floor folder (its bin/ holds floor_mlp, floor_allreduce)")
+                        help="the floor folder (its bin/ holds floor_mlp, floor_cnn, floor_allreduce)")
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 5)), help="timing rounds")
     parser.add_argument("--seeds", type=int, default=int(os.environ.get("BENCH_ACCURACY_SEEDS", 20)),
                         help="seeds of the 2-rank accuracy figure")
@@ -232,20 +353,37 @@ def main():
                         help="a Python with TensorFlow (skipped when absent)")
     parser.add_argument("--out", help="folder for the raw records (default: a new temporary folder)")
     parser.add_argument("--report-only", action="store_true", help="only print the report of an earlier run's --out")
+    parser.add_argument("--no-cnn", action="store_true", help="leave out the convnet section")
+    parser.add_argument("--only-cnn", action="store_true", help="run (or report) the convnet section alone")
+    parser.add_argument("--cnn-epochs", type=int, default=int(os.environ.get("BENCH_CNN_EPOCHS", 3)),
+                        help="epochs of each convnet run (figures: medians of epochs 2..N)")
+    parser.add_argument("--no-tandem", action="store_true",
+                        help="with --only-cnn: the floor and TensorFlow alone (for a tandem that cannot run the convnet yet)")
     arguments = parser.parse_args()
     if not 1 <= arguments.rounds <= 100 or not 0 <= arguments.seeds <= 1000:
         sys.exit("bench: --rounds must be 1..100 and --seeds 0..1000")
+    if arguments.no_cnn and arguments.only_cnn:
+        sys.exit("bench: --no-cnn and --only-cnn exclude each other")
+    if arguments.no_tandem and not arguments.only_cnn:
+        sys.exit("bench: --no-tandem needs --only-cnn (the MLP figures are all tandem's)")
+    if not 2 <= arguments.cnn_epochs <= 256:
+        sys.exit("bench: --cnn-epochs must be 2..256 (epoch 1 is left out of the medians)")
+    mlp, cnn = not arguments.only_cnn, not arguments.no_cnn
     out = arguments.out or tempfile.mkdtemp(prefix="tandem-bench-")
     os.makedirs(out, exist_ok=True)
     seeds = max(arguments.seeds, arguments.rounds)
-    if not arguments.report_only:
-        for binary in ("floor_mlp", "floor_allreduce"):
+    if arguments.report_only:   # the sections an earlier run measured
+        mlp = mlp and os.path.exists(f"{out}/floor-relu-1.json")
+        cnn = cnn and os.path.exists(f"{out}/cnn.json")
+    else:
+        for binary in ("floor_mlp", "floor_allreduce") + (("floor_cnn",) if cnn else ()):
             if not os.access(os.path.join(arguments.floor, "bin", binary), os.X_OK):
                 sys.exit(f"bench: no {binary} in {arguments.floor}/bin (build it: bash {arguments.floor}/build.sh)")
         print(f"==> benchmark: {arguments.rounds} rounds, floor and tandem alternating in each "
               f"(medians reported; raw files in {out})", file=sys.stderr)
-        measure(os.path.abspath(arguments.tandem), os.path.abspath(arguments.floor), out, arguments.rounds, seeds, arguments.tf_python)
-    report(out, arguments.rounds, seeds)
+        measure(os.path.abspath(arguments.tandem), os.path.abspath(arguments.floor), out, arguments.rounds, seeds, arguments.tf_python,
+                mlp=mlp, cnn_epochs=arguments.cnn_epochs if cnn else 0, with_tandem=not arguments.no_tandem)
+    report(out, arguments.rounds, seeds, mlp=mlp, cnn=cnn)
 
 
 if __name__ == "__main__":

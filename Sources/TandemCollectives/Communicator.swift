@@ -20,7 +20,7 @@ public enum StepPhase: UInt8, CaseIterable, Sendable {
 
 /// What the training loop needs from the replicas it trains with. The trainer only ever talks to this protocol: the
 /// single-process implementation is below, MPI ranks and thread replicas live in TandemDistributed.
-public protocol Communicator: AnyObject {
+public protocol Communicator: ReplicaSum {
     /// This replica's index among all replicas, and how many there are.
     var rank: Int { get }
     var size: Int { get }
@@ -120,4 +120,10 @@ extension Communicator {
         if failed.count == size, Set(messages).count == 1 { throw AgreedFailure(message: messages[0]) }
         throw AgreedFailure(message: failed.map { "rank \($0): \(messages[$0])" }.joined(separator: "; "))
     }
+}
+
+extension Communicator {
+    /// A synchronized layer's statistics go through the communicator's all-reduce.
+    public var replicaCount: Int { size }
+    public func sumAcrossReplicas(_ values: UnsafeMutablePointer<Float>, count: Int) throws { try allreduceSum(values, count: count) }
 }

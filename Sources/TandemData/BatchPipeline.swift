@@ -46,8 +46,10 @@ public final class BatchPipeline: @unchecked Sendable {
 
     /// - Parameters:
     ///   - rows: the example indices this pipeline draws from (e.g. the training part of a validation split).
+    ///   - maxSteps: at most this many global batches per epoch (the first ones of each shuffle).
     public init(examples: Examples, rows: [Int32]? = nil, scaling: FeatureScaling, globalBatchSize: Int,
-                shard: (count: Int, index: Int) = (1, 0), seed: UInt64, shuffles: Bool = true, prefetches: Bool = true) throws {
+                shard: (count: Int, index: Int) = (1, 0), seed: UInt64, shuffles: Bool = true, prefetches: Bool = true,
+                maxSteps: Int? = nil) throws {
         let rows = rows ?? (0..<Int32(examples.count)).map { $0 }
         guard globalBatchSize > 0 else { throw TandemError(.badConfig, "batch_size must be positive, found \(globalBatchSize)") }
         guard shard.count > 0, (0..<shard.count).contains(shard.index) else {
@@ -68,7 +70,7 @@ public final class BatchPipeline: @unchecked Sendable {
         self.seed = seed
         self.shuffles = shuffles
         self.prefetches = prefetches
-        stepsPerEpoch = rows.count / globalBatchSize
+        stepsPerEpoch = min(rows.count / globalBatchSize, maxSteps ?? Int.max)
         order = .allocate(capacity: rows.count)
         _ = order.initialize(from: rows)
         let perShard = globalBatchSize / shard.count

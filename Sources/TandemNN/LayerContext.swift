@@ -1,13 +1,5 @@
 import TandemCore
 
-/// Sums a few floats across the replicas of a step: what a synchronized batch normalization needs from the strategy
-/// (its statistics over the global batch). A collective: every replica calls it at the same point of the same step.
-public protocol ReplicaSum: AnyObject {
-    /// Replicas taking part (1: the sum is the value itself).
-    var replicaCount: Int { get }
-    func sumAcrossReplicas(_ values: UnsafeMutablePointer<Float>, count: Int) throws
-}
-
 /// What a forward or backward pass is for, beyond its rows: training or inference, which examples the rows are
 /// (dropout draws its masks from them), and the replicas a synchronized layer reduces with.
 public struct LayerContext {

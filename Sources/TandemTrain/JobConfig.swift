@@ -52,6 +52,9 @@ public struct JobConfig: Codable, Sendable, Equatable {
         /// Parameter-server jobs: a worker more than this many steps ahead of the slowest live worker waits for it
         /// (stale synchronous parallel; 0 = synchronous). nil: fully asynchronous.
         public var maxStaleness: Int?
+        /// Steps per epoch when fewer than the data holds (Keras's `steps_per_epoch`): the first N global batches of
+        /// every epoch's shuffle. nil: every full global batch.
+        public var stepsPerEpoch: Int?
 
         public init(batchSize: Int, epochs: Int, seed: UInt64? = nil, reductionGroups: Int? = nil) {
             self.batchSize = batchSize
@@ -62,7 +65,7 @@ public struct JobConfig: Codable, Sendable, Equatable {
 
         enum CodingKeys: String, CodingKey {
             case batchSize = "batch_size", epochs, seed, scaleLearningRate = "scale_learning_rate", warmupEpochs = "warmup_epochs"
-            case reductionGroups = "reduction_groups", maxStaleness = "max_staleness"
+            case reductionGroups = "reduction_groups", maxStaleness = "max_staleness", stepsPerEpoch = "steps_per_epoch"
         }
     }
 
@@ -130,6 +133,14 @@ public struct JobConfig: Codable, Sendable, Equatable {
             guard groups >= 1, groups & (groups - 1) == 0 else { throw fail("training.reduction_groups", "must be a power of two, found \(groups)") }
             guard training.batchSize % groups == 0 else {
                 throw fail("training.reduction_groups", "\(groups) does not divide training.batch_size \(training.batchSize)")
+            }
+        }
+        if let steps = training.stepsPerEpoch {
+            guard (1...Self.maximumEpochs).contains(steps) else {
+                throw fail("training.steps_per_epoch", "must be between 1 and \(Self.maximumEpochs), found \(steps)")
+            }
+            guard strategy?.lowercased() != "parameter_server" else {
+                throw fail("training.steps_per_epoch", "applies to synchronous training; a parameter-server job's epoch is every worker's pass over its shard")
             }
         }
         if let staleness = training.maxStaleness, !(0...Self.maximumEpochs).contains(staleness) {

@@ -88,8 +88,8 @@ public final class Trainer {
     private var timeline: Timeline?
 
     private let lossFusesLastActivation: Bool
-    /// The communicator as synchronized layers see it (nil on one replica).
-    private let replicaSum: CommunicatorSum?
+    /// The replicas synchronized layers sum with (nil on one replica).
+    private let replicaSum: (any ReplicaSum)?
     private let evaluator: Evaluator
     /// Per-step all-reduce durations of the current epoch, allocated once.
     private let allreduceTimes: UnsafeMutableBufferPointer<Double>
@@ -104,7 +104,8 @@ public final class Trainer {
         let globalBatch = config.training.batchSize
         pipeline = try BatchPipeline(
             examples: data.train, rows: data.trainRows, scaling: data.scaling, globalBatchSize: globalBatch,
-            shard: (communicator.size, communicator.rank), seed: config.seed, prefetches: config.data.prefetch ?? true)
+            shard: (communicator.size, communicator.rank), seed: config.seed, prefetches: config.data.prefetch ?? true,
+            maxSteps: config.training.stepsPerEpoch)
         model = try Sequential(spec: config.model, seed: config.seed, maxBatchSize: pipeline.perShardBatchSize)
         if let start {
             guard start.spec == model.spec else {
@@ -132,7 +133,7 @@ public final class Trainer {
         let arenaSize = model.parameterCount + Sequential.statisticsSlots
         groupGradients = (1..<max(localGroups, 1)).map { _ in FlatArena(count: arenaSize) }
         allreduceTimes = .allocate(capacity: pipeline.stepsPerEpoch)
-        replicaSum = communicator.size > 1 ? CommunicatorSum(communicator) : nil
+        replicaSum = communicator.size > 1 ? communicator : nil
         evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
     }
 
@@ -404,16 +405,5 @@ public final class Trainer {
     /// Loss and accuracy on `rows` of `examples` (all rows when nil), split across the replicas and combined.
     public func evaluate(_ examples: Examples, rows: [Int32]? = nil) throws -> LossStatistics {
         try evaluator.evaluate(examples, rows: rows, communicator: communicator)
-    }
-}
-
-
-/// A communicator's all-reduce, as a synchronized layer asks for it.
-final class CommunicatorSum: ReplicaSum {
-    let communicator: Communicator
-    init(_ communicator: Communicator) { self.communicator = communicator }
-    var replicaCount: Int { communicator.size }
-    func sumAcrossReplicas(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
-        try communicator.allreduceSum(values, count: count)
     }
 }

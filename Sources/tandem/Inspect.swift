@@ -6,10 +6,11 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show what a checkpoint or a job config holds.",
         discussion: """
-            A checkpoint: its metadata and every tensor with shape and value statistics. A config: the model it builds (layers, parameter count) after checking every field.
+            A checkpoint: its metadata, its model layer by layer, and every tensor with shape and value statistics. A config: the model it builds, each layer's output shape and parameter count (as Keras's summary()), after checking every field.
             Examples:
               tandem inspect runs/mlp/epoch-0005.safetensors
               tandem inspect configs/fashion-mnist-tanh.json
+              tandem inspect configs/fashion-mnist-cnn.json
             """)
 
     @Argument(help: "A .safetensors checkpoint or a .json job config.")
@@ -54,11 +55,26 @@ struct Inspect: ParsableCommand {
         }
     }
 
+    /// One line per layer with its output shape and parameter count, as Keras's `summary()`.
     private func describe(_ model: Sequential) {
-        var shape = "\(model.inputSize)"
-        for (layer, output) in zip(model.layers, model.outputShapes) {
-            shape += " → \(output.count == 1 ? String(output[0]) : "\(output)") \(layer.activation.rawValue)"
+        let rows = zip(model.layers.indices, zip(model.layers, model.outputShapes)).map { index, pair in
+            let (layer, output) = pair
+            let kind = String(describing: type(of: layer))
+            let name = ModelSpec.layerName(index, kind: layer.specification.kind)
+            let activation = layer.activation == .identity ? "" : ", \(layer.activation.rawValue)"
+            return ("\(name) (\(kind)\(activation))", "(" + output.map(String.init).joined(separator: ", ") + ")", layer.parameterCount)
         }
-        print("  model: \(shape)  (\(model.parameterCount) parameters, \(megabytes(model.parameterCount * 4)) as Float32)")
+        let nameWidth = max(rows.map(\.0.count).max() ?? 0, 12), shapeWidth = max(rows.map(\.1.count).max() ?? 0, 12)
+        print("  " + "Layer (type)".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  "
+              + "Output shape".padding(toLength: shapeWidth, withPad: " ", startingAt: 0) + "  Param #")
+        print("  " + "input".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  "
+              + ("(" + model.inputShape.map(String.init).joined(separator: ", ") + ")").padding(toLength: shapeWidth, withPad: " ", startingAt: 0))
+        for (name, shape, count) in rows {
+            print("  " + name.padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  "
+                  + shape.padding(toLength: shapeWidth, withPad: " ", startingAt: 0) + "  " + String(repeating: " ", count: max(0, 7 - String(count).count)) + String(count))
+        }
+        let statistics = model.parameterCount - model.trainableCount
+        print("  Total params: \(model.parameterCount) (\(megabytes(model.parameterCount * 4)) as Float32)"
+              + (statistics > 0 ? ", trainable \(model.trainableCount), statistics \(statistics)" : ""))
     }
 }

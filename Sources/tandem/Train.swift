@@ -39,6 +39,9 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Parameter-server jobs: a worker more than k steps ahead of the slowest waits for it; 0 = synchronous (training.max_staleness).", valueName: "k"))
     var maxStaleness: Int?
 
+    @Option(help: ArgumentHelp("Train N global batches per epoch, the first of each shuffle (Keras's steps_per_epoch; training.steps_per_epoch).", valueName: "N"))
+    var stepsPerEpoch: Int?
+
     @Option(help: "Seed for initialization and shuffling (overrides training.seed).")
     var seed: UInt64?
 
@@ -93,6 +96,7 @@ struct Train: ParsableCommand {
             throw ValidationError("--bucket-size and --reduction-groups exclude each other: the groups fix the summation order")
         }
         if let bucketSize, bucketSize <= 0 { throw ValidationError("--bucket-size must be positive, found \(bucketSize)") }
+        if let stepsPerEpoch, stepsPerEpoch < 1 { throw ValidationError("--steps-per-epoch must be positive, found \(stepsPerEpoch)") }
         guard (1...1_000_000).contains(keep) else { throw ValidationError("--keep must be between 1 and 1000000, found \(keep)") }
         let cores = ProcessInfo.processInfo.activeProcessorCount
         guard replicas.count <= ReplicaCount.maximum(cores: cores) else {
@@ -211,6 +215,7 @@ struct Train: ParsableCommand {
         if let warmupEpochs { job.training.warmupEpochs = warmupEpochs }
         if let reductionGroups { job.training.reductionGroups = reductionGroups }
         if let maxStaleness { job.training.maxStaleness = maxStaleness }
+        if let stepsPerEpoch { job.training.stepsPerEpoch = stepsPerEpoch }
         if bucketSize != nil && job.training.reductionGroups != nil {
             throw TandemError(.usage, "--bucket-size and training.reduction_groups exclude each other: the groups fix the summation order")
         }
