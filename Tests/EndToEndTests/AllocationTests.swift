@@ -45,6 +45,17 @@ extension EndToEnd {
                                                "fused mpi-threads 0", "fused mpi-threads 1", "tape mpi-threads 0", "tape mpi-threads 1"])
         }
 
+        /// The convnet with synchronized batch normalization and dropout (a collective inside forward and backward,
+        /// pooling indices, dropout masks, unfolded images): nothing allocated per step in one process, on 2 replica
+        /// threads, on 2 ranks and on 2 ranks × 2 threads.
+        @Test func theConvnetAllocatesNothingPerStep() throws {
+            let config = TandemProcess.packageRoot.appendingPathComponent("configs/fashion-mnist-cnn-bn.json").path
+            let local = try TandemProcess.command([TandemProcess.sibling("CountAllocations"), "--config", config], timeoutSeconds: 600)
+            Self.expectNoAllocations(local, ["fused local 0", "fused threads 0"])
+            let ranks = try TandemProcess.mpirun(ranks: 2, program: TandemProcess.sibling("CountAllocations"), ["--config", config], timeoutSeconds: 600)
+            Self.expectNoAllocations(ranks, ["fused mpi 0", "fused mpi 1", "fused mpi-threads 0", "fused mpi-threads 1"])
+        }
+
         /// The counter is not blind: when the harness allocates once in every step of every replica, it reports one
         /// allocation per replica and step on each path and strategy.
         @Test func aStepThatAllocatesIsCounted() throws {
