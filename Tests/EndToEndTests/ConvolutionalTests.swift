@@ -16,22 +16,6 @@ extension EndToEnd {
 
         private func folder(_ name: String) -> String { work.appendingPathComponent(name).path }
 
-        private func tensors(_ path: String) throws -> [String: [Float]] {
-            Dictionary(uniqueKeysWithValues: try Checkpoint.read(path: path).entries.map { ($0.name, $0.values) })
-        }
-
-        /// The largest difference between two checkpoints' parameters and statistics (optimizer state aside).
-        private func maxDifference(_ a: String, _ b: String) throws -> Float {
-            let (x, y) = (try tensors(a), try tensors(b))
-            #expect(Set(x.keys) == Set(y.keys))
-            var worst: Float = 0
-            for (name, values) in x where !name.hasPrefix("optimizer/") {
-                let other = try #require(y[name])
-                for i in values.indices { worst = max(worst, abs(values[i] - other[i])) }
-            }
-            return worst
-        }
-
         /// Runs `arguments` on `ranks` MPI ranks (1: no mpirun) and expects success.
         private func train(_ arguments: [String], ranks: Int = 1) throws -> TandemProcess.Outcome {
             let outcome = ranks > 1 ? try TandemProcess.mpirun(ranks: ranks, arguments, timeoutSeconds: 600)
@@ -74,7 +58,7 @@ extension EndToEnd {
                 let replicated = try train(arguments + ["--replicas", String(threads), "--checkpoint-dir", many], ranks: ranks)
                 #expect(replicated.stdout.contains("\(ranks * threads) replicas, \(128 / (ranks * threads)) rows each of every global batch of 128"))
                 let accuracy = testAccuracy(replicated.stdout, prefix: "Test: loss")
-                let drift = try maxDifference(oneFolder + "/epoch-0001.safetensors", many + "/epoch-0001.safetensors")
+                let drift = try EndToEnd.maxDifference(oneFolder + "/epoch-0001.safetensors", many + "/epoch-0001.safetensors")
                 #expect(single > 0.75 && abs(accuracy - single) <= 0.01,
                         "\(name): \(ranks) ranks × \(threads) threads reach \(accuracy), one process \(single) (parameters drifted \(drift))")
             }

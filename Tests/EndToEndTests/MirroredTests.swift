@@ -11,21 +11,6 @@ extension EndToEnd {
             work = try TandemProcess.temporaryDirectory()
         }
 
-        private func tensors(_ path: String) throws -> [String: [Float]] {
-            Dictionary(uniqueKeysWithValues: try Checkpoint.read(path: path).entries.map { ($0.name, $0.values) })
-        }
-
-        private func maxDifference(_ a: String, _ b: String) throws -> Float {
-            let (x, y) = (try tensors(a), try tensors(b))
-            #expect(Set(x.keys) == Set(y.keys))
-            var worst: Float = 0
-            for (name, values) in x where !name.hasPrefix("optimizer/") {
-                let other = try #require(y[name])
-                for i in values.indices { worst = max(worst, abs(values[i] - other[i])) }
-            }
-            return worst
-        }
-
         /// (MPI ranks, replica threads per rank) against one replica at the same global batch of 128.
         @Test(arguments: [(2, 1), (1, 2), (2, 2)])
         func replicasMatchOneProcessAtTheSameGlobalBatch(ranks: Int, threads: Int) throws {
@@ -39,7 +24,7 @@ extension EndToEnd {
             let replicas = ranks * threads
             #expect(run.stdout.contains("\(replicas) replicas, \(128 / replicas) rows each of every global batch of 128"))
             #expect(run.stdout.components(separatedBy: "Epoch 1/1").count == 2, "only rank 0 reports: \(run.stdout)")
-            let difference = try maxDifference(one + "/epoch-0001.safetensors", many + "/epoch-0001.safetensors")
+            let difference = try EndToEnd.maxDifference(one + "/epoch-0001.safetensors", many + "/epoch-0001.safetensors")
             #expect(difference < 1e-5, "\(ranks) ranks × \(threads) threads drifted \(difference) from one process after an epoch")
         }
 
@@ -53,7 +38,7 @@ extension EndToEnd {
             #expect(try TandemProcess.mpirun(ranks: 2, arguments + ["--checkpoint-dir", fused]).status == 0)
             let run = try TandemProcess.mpirun(ranks: 2, arguments + ["--checkpoint-dir", other] + variant.filter { !threads.contains($0) })
             #expect(run.status == 0, "\(run.stderr)")
-            let difference = try maxDifference(fused + "/epoch-0001.safetensors", other + "/epoch-0001.safetensors")
+            let difference = try EndToEnd.maxDifference(fused + "/epoch-0001.safetensors", other + "/epoch-0001.safetensors")
             // Buckets only change how the sum is cut up; bf16 rounds every gradient to 8 significant bits.
             let tolerance: Float = variant.contains("bf16") ? 5e-2 : 1e-5
             #expect(difference < tolerance, "\(variant) drifted \(difference) from the fused float32 all-reduce")
@@ -80,7 +65,7 @@ extension EndToEnd {
             let single = try TandemProcess.run(arguments + ["--epochs", "2", "--checkpoint-dir", resumed, "--resume", "latest", "--progress", "lines"])
             #expect(single.status == 0, "\(single.stderr)")
             #expect(single.stdout.contains("after epoch 1"))
-            let difference = try maxDifference(straight + "/epoch-0002.safetensors", resumed + "/epoch-0002.safetensors")
+            let difference = try EndToEnd.maxDifference(straight + "/epoch-0002.safetensors", resumed + "/epoch-0002.safetensors")
             #expect(difference < 1e-4, "resumed in one process drifted \(difference) from the 2-rank run")
         }
 
