@@ -3,6 +3,9 @@ import Foundation
 import Synchronization
 import TandemCore
 
+/// A stall timeout as a finite wait: 0 ("never") becomes a bound no job outlives, for the waits that need one.
+public func finiteWait(stallTimeoutSeconds seconds: Double) -> Double { seconds > 0 ? seconds : 1e9 }
+
 public enum StallAction: String, CaseIterable, Sendable {
     case abort, warn
 }

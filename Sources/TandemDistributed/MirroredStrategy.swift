@@ -54,7 +54,7 @@ public final class MultiWorkerMirroredStrategy: Strategy {
                 wireType: MPICommunicator.WireType = .float32) throws {
         process = try MPICommunicator(stallTimeoutSeconds: stallTimeoutSeconds, stallAction: stallAction, wireType: wireType)
         self.replicasPerWorker = max(replicasPerWorker, 1)
-        stallSeconds = stallTimeoutSeconds > 0 ? stallTimeoutSeconds : 1e9
+        stallSeconds = finiteWait(stallTimeoutSeconds: stallTimeoutSeconds)
     }
 
     /// Whether this process was started as one rank of an MPI job (mpirun, srun with PMIx).
@@ -98,7 +98,7 @@ public enum Strategies {
             return try MultiWorkerMirroredStrategy(replicasPerWorker: replicas, stallTimeoutSeconds: stallTimeoutSeconds,
                                                    stallAction: stallAction, wireType: wireType)
         }
-        if replicas > 1 { return MirroredStrategy(replicas: replicas, timeoutSeconds: stallTimeoutSeconds > 0 ? stallTimeoutSeconds : 1e9) }
+        if replicas > 1 { return MirroredStrategy(replicas: replicas, timeoutSeconds: finiteWait(stallTimeoutSeconds: stallTimeoutSeconds)) }
         return LocalStrategy()
     }
 }

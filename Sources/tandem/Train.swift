@@ -67,8 +67,8 @@ struct Train: ParsableCommand {
             help: "Seconds one exchange may wait for the other replicas before the stall inspector names who is missing (0: never).")
     var stallTimeout: Double = 60
 
-    /// `--stall-timeout` for the waits that take a finite bound: 0 ("never") becomes one no job outlives.
-    private var stallSeconds: Double { stallTimeout > 0 ? stallTimeout : 1e9 }
+    /// `--stall-timeout` for the waits that take a finite bound.
+    private var stallSeconds: Double { finiteWait(stallTimeoutSeconds: stallTimeout) }
 
     @Option(help: "On a stall: abort (end the job, non-zero exit) or warn (report once and keep waiting).")
     var stallAction: StallAction = .abort
