@@ -29,7 +29,7 @@ extension EndToEnd {
                 batches.startEpoch(0)
                 while let batch = try batches.next() {
                     model.gradients.zero()
-                    statistics += model.accumulateGradient(of: .sparseCategoricalCrossentropy, features: batch.features, targets: batch.targets, rows: batch.rows, gradientScale: 1.0 / 128)
+                    statistics += try model.accumulateGradient(of: .sparseCategoricalCrossentropy, features: batch.features, targets: batch.targets, rows: batch.rows, gradientScale: 1.0 / 128)
                     try reducer.reduce()
                     sgd.apply(parameters: model.parameters.base, gradients: model.gradients.base)
                 }
