@@ -185,44 +185,16 @@ public func maxPoolForward(_ input: UnsafePointer<Float>, _ g: WindowGeometry, s
 /// (the derivative of a ReLU before the pooling, taken over by it). dInput is written, not accumulated.
 public func maxPoolBackward(_ dOutput: UnsafePointer<Float>, output: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
                             _ g: WindowGeometry, samples: Int, positiveOnly: Bool, dInput: UnsafeMutablePointer<Float>) {
-    let c = g.channels, inCount = g.inputCount, outCount = g.outputPixels * c
-    // Windows that tile the image (stride = window, no padding, Keras's default): every covered pixel is written
-    // once, the gradient where it was the maximum and zero elsewhere, with no separate zeroing pass and no branch.
-    let tiles = g.strideY == g.windowHeight && g.strideX == g.windowWidth && g.padTop == 0 && g.padLeft == 0
-        && g.outputHeight * g.windowHeight <= g.inputHeight && g.outputWidth * g.windowWidth <= g.inputWidth
+    let inCount = g.inputCount, outCount = g.outputPixels * g.channels
     for s in 0..<samples {
+        // One sample at a time: its input gradient is zeroed and scattered into while it is in cache.
         let dImage = dInput + s * inCount, dOut = dOutput + s * outCount, out = output + s * outCount, index = argmax + s * outCount
-        guard tiles else {
-            // One sample at a time: its input gradient is zeroed and scattered into while it is in cache.
-            dImage.update(repeating: 0, count: inCount)
-            for o in 0..<outCount {
-                let gradient = !positiveOnly || out[o] > 0 ? dOut[o] : 0
-                dImage[Int(index[o])] += gradient
-            }
-            continue
-        }
-        let coveredHeight = g.outputHeight * g.windowHeight, coveredWidth = g.outputWidth * g.windowWidth
-        if coveredHeight < g.inputHeight {
-            (dImage + coveredHeight * g.inputWidth * c).update(repeating: 0, count: (g.inputHeight - coveredHeight) * g.inputWidth * c)
-        }
-        if coveredWidth < g.inputWidth {
-            for y in 0..<coveredHeight { (dImage + (y * g.inputWidth + coveredWidth) * c).update(repeating: 0, count: (g.inputWidth - coveredWidth) * c) }
-        }
-        for oy in 0..<g.outputHeight {
-            for ox in 0..<g.outputWidth {
-                let o = (oy * g.outputWidth + ox) * c
-                let gradient = dOut + o, chosen = index + o, maximum = out + o
-                for ky in 0..<g.windowHeight {
-                    for kx in 0..<g.windowWidth {
-                        let p = ((oy * g.windowHeight + ky) * g.inputWidth + ox * g.windowWidth + kx) * c
-                        let target = dImage + p, position = Int32(truncatingIfNeeded: p)
-                        for k in 0..<c {
-                            let taken = chosen[k] == position &+ Int32(truncatingIfNeeded: k) && (!positiveOnly || maximum[k] > 0)
-                            target[k] = taken ? gradient[k] : 0
-                        }
-                    }
-                }
-            }
+        dImage.update(repeating: 0, count: inCount)
+        if positiveOnly {
+            // A select, not a branch: whether a maximum is positive is a coin toss the predictor loses.
+            for o in 0..<outCount { dImage[Int(index[o])] += out[o] > 0 ? dOut[o] : 0 }
+        } else {
+            for o in 0..<outCount { dImage[Int(index[o])] += dOut[o] }
         }
     }
 }
