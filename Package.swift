@@ -1,5 +1,30 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
+
+/// Tandem's own kernels (im2col, pooling, the hand-written small products, Adam) are Swift on SIMD types, compiled
+/// for the CPU of the machine that builds them, as the C floor is with `-march=native`: x86-64's baseline has no
+/// AVX or FMA, and those kernels ran at half speed or less on it. The binary then needs that CPU family;
+/// `TANDEM_TARGET_CPU=x86-64` (or any LLVM CPU name) builds for another, `TANDEM_TARGET_CPU=` for the baseline.
+/// Numerics do not change: Swift neither fuses multiply-adds nor reorders sums unless the code asks.
+let hostCPUFlags: Set<Substring> = {
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
+    return Set(line.split(separator: " "))
+}()
+let targetCPU: String? = {
+    if let chosen = ProcessInfo.processInfo.environment["TANDEM_TARGET_CPU"] { return chosen.isEmpty ? nil : chosen }
+    #if arch(x86_64)
+    if ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy(hostCPUFlags.contains) { return "skylake-avx512" }
+    if ["avx2", "fma", "bmi2"].allSatisfy(hostCPUFlags.contains) { return "haswell" }
+    #endif
+    return nil
+}()
+/// `FUSED_MULTIPLY_ADD`: the target has FMA instructions, so a kernel may ask for them (on a CPU without, LLVM
+/// would call `fmaf` per element).
+let nativeCode: [SwiftSetting] = targetCPU.map {
+    [.unsafeFlags(["-target-cpu", $0])] + (["haswell", "skylake-avx512"].contains($0) ? [.define("FUSED_MULTIPLY_ADD")] : [])
+} ?? []
 
 let package = Package(
     name: "Tandem",
@@ -24,12 +49,12 @@ let package = Package(
         .systemLibrary(name: "CAffinity"),
         .systemLibrary(name: "CPrefetch"),
 
-        .target(name: "TandemCore", dependencies: ["CBLAS"]),
-        .target(name: "TandemNN", dependencies: ["TandemCore", "CBLAS"]),
-        .target(name: "TandemData", dependencies: ["TandemCore", "CZlib", "CPNG", "CPrefetch"]),
+        .target(name: "TandemCore", dependencies: ["CBLAS"], swiftSettings: nativeCode),
+        .target(name: "TandemNN", dependencies: ["TandemCore", "CBLAS"], swiftSettings: nativeCode),
+        .target(name: "TandemData", dependencies: ["TandemCore", "CZlib", "CPNG", "CPrefetch"], swiftSettings: nativeCode),
         // Communicators (MPI ranks, replica threads, the single process), the fixed-tree sum, the stall inspector:
         // bytes and ranks, nothing about models.
-        .target(name: "TandemCollectives", dependencies: ["TandemCore", "CMPI", "CAffinity"]),
+        .target(name: "TandemCollectives", dependencies: ["TandemCore", "CMPI", "CAffinity"], swiftSettings: nativeCode),
         .target(name: "TandemTrain", dependencies: [
             "TandemCore", "TandemNN", "TandemData", "TandemCollectives",
             .product(name: "Logging", package: "swift-log"),
