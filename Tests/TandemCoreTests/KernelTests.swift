@@ -210,6 +210,17 @@ import Glibc
         #expect(bias == [4, 32, 303])
     }
 
+    /// The blocked sum (32, then 8, then single columns) adds in the same order as row by row: equal to the bit.
+    @Test func columnSumAddsInRowOrder() {
+        let rows = 37, columns = 75
+        let dZ = testValues(rows * columns, seed: 11, magnitude: 1000)
+        var expected = testValues(columns, seed: 12)
+        var bias = expected
+        for r in 0..<rows { for c in 0..<columns { expected[c] += dZ[r * columns + c] } }
+        columnSumAccumulate(&bias, dZ, rows: rows, columns: columns)
+        #expect(bias == expected)
+    }
+
     @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])
     func gemmMatchesNaiveProduct(transposesA: Bool, transposesB: Bool) {
         let transposeA: Transpose = transposesA ? .transposed : .none
