@@ -43,6 +43,13 @@ public struct WindowGeometry: Sendable, Equatable {
 
     public var inputCount: Int { inputHeight * inputWidth * channels }
     public var outputPixels: Int { outputHeight * outputWidth }
+    /// 2 × 2 windows, stride 2, no padding: each pixel in at most one window (the last row or column of an odd size
+    /// in none), the pooling of nearly every convolutional network.
+    public var isTwoByTwoTiling: Bool {
+        windowHeight == 2 && windowWidth == 2 && strideY == 2 && strideX == 2 && padTop == 0 && padLeft == 0
+            && outputHeight == inputHeight / 2 && outputWidth == inputWidth / 2
+    }
+
     /// Values under one window position: a row of the im2col matrix.
     public var windowCount: Int { windowHeight * windowWidth * channels }
 }
@@ -131,6 +138,10 @@ public func maxPoolForward(_ input: UnsafePointer<Float>, _ g: WindowGeometry, s
                            output: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
     let c = g.channels, inCount = g.inputCount, outCount = g.outputPixels * c
     let lanes = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7)
+    if g.isTwoByTwoTiling && c % 8 == 0 {
+        maxPoolTwoByTwoForward(input, g, samples: samples, output: output, argmax: argmax)
+        return
+    }
     for s in 0..<samples {
         let image = input + s * inCount, out = output + s * outCount, index = argmax + s * outCount
         for oy in 0..<g.outputHeight {
@@ -175,6 +186,42 @@ public func maxPoolForward(_ input: UnsafePointer<Float>, _ g: WindowGeometry, s
                     o[k] = best
                     at[k] = Int32(truncatingIfNeeded: position)
                     k += 1
+                }
+            }
+        }
+    }
+}
+
+/// `maxPoolForward` for the common case, 2 × 2 windows with stride 2 and no padding on a multiple of 8 channels:
+/// the four values of a window are four loads at fixed distances, with no bounds to work out per window.
+func maxPoolTwoByTwoForward(_ input: UnsafePointer<Float>, _ g: WindowGeometry, samples: Int,
+                            output: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
+    let c = g.channels, inCount = g.inputCount, outCount = g.outputPixels * c, imageRow = g.inputWidth * c
+    let lanes = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7)
+    let right = SIMD8<Int32>(repeating: Int32(c)), below = SIMD8<Int32>(repeating: Int32(imageRow))
+    let belowRight = right &+ below
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+    for s in 0..<samples {
+        let image = input + s &* inCount, out = output + s &* outCount, index = argmax + s &* outCount
+        for oy in 0..<g.outputHeight {
+            for ox in 0..<g.outputWidth {
+                let topLeft = 2 &* oy &* imageRow &+ 2 &* ox &* c, o = (oy &* g.outputWidth &+ ox) &* c
+                for k in stride(from: 0, to: c, by: 8) {
+                    let p = topLeft &+ k, at = image + p
+                    let position = SIMD8<Int32>(repeating: Int32(truncatingIfNeeded: p)) &+ lanes
+                    var best = load(at), where_ = position
+                    let v1 = load(at + c), v2 = load(at + imageRow), v3 = load(at + imageRow + c)
+                    var larger = v1 .> best
+                    best.replace(with: v1, where: larger)
+                    where_.replace(with: position &+ right, where: larger)
+                    larger = v2 .> best
+                    best.replace(with: v2, where: larger)
+                    where_.replace(with: position &+ below, where: larger)
+                    larger = v3 .> best
+                    best.replace(with: v3, where: larger)
+                    where_.replace(with: position &+ belowRight, where: larger)
+                    UnsafeMutableRawPointer(out + (o &+ k)).storeBytes(of: best, as: SIMD8<Float>.self)
+                    UnsafeMutableRawPointer(index + (o &+ k)).storeBytes(of: where_, as: SIMD8<Int32>.self)
                 }
             }
         }
@@ -266,5 +313,89 @@ public struct DropoutMask: Sendable {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+/// sum += weights · value, in one rounding where the target CPU has FMA instructions (see Package.swift).
+@inline(__always)
+func multiplyAdd(_ sum: inout SIMD8<Float>, _ weights: SIMD8<Float>, _ value: Float) {
+    #if FUSED_MULTIPLY_ADD
+    sum.addProduct(weights, SIMD8(repeating: value))
+    #else
+    sum += weights * value
+    #endif
+}
+
+/// Where the rows of a small product's left matrix are in memory: row r's value i is at
+/// `start[r · rowStride + offsets[i]]`. Unfolded windows (im2col) have offsets 0, 1, 2, …; a "valid" window read in
+/// place from an NHWC image has, per window row, `windowWidth · channels` consecutive offsets, an image row apart —
+/// so a convolution can skip im2col.
+public struct WindowRows {
+    public let start: UnsafePointer<Float>
+    public let rowStride: Int
+    public let offsets: UnsafeBufferPointer<Int32>
+
+    public init(start: UnsafePointer<Float>, rowStride: Int, offsets: UnsafeBufferPointer<Int32>) {
+        self.start = start
+        self.rowStride = rowStride
+        self.offsets = offsets
+    }
+
+    /// The offsets of one window's values from its top-left value, in the kernel's (ky, kx, c) order: consecutive
+    /// (`imageWidth` nil, unfolded rows) or read in place from an image `imageWidth` pixels wide.
+    public static func offsets(_ g: WindowGeometry, imageWidth: Int?) -> [Int32] {
+        guard let imageWidth else { return (0..<g.windowCount).map { Int32($0) } }
+        let run = g.windowWidth * g.channels
+        return (0..<g.windowHeight).flatMap { ky in (0..<run).map { Int32(ky * imageWidth * g.channels + $0) } }
+    }
+}
+
+/// c[r, f] = bias[f] + Σᵢ a[r, i] · b[i, f], then a ReLU when `relu`, for a product whose inner dimension is a few
+/// values — a first convolution's windows (3 × 3 on one channel: 9) times its kernel [depth, columns]. There
+/// OpenBLAS spends more on packing `a` and on a separate pass zeroing `c` than on the multiply-adds; this keeps the
+/// kernel in L1, computes four rows at a time and writes each output once, bias and ReLU included.
+/// `columns` must be a multiple of 8; `c` is dense, `columns` floats per row.
+public func shallowProductBiasReLU(_ a: WindowRows, rows: Int, _ b: UnsafePointer<Float>, columns: Int,
+                                   bias: UnsafePointer<Float>, relu: Bool, into c: UnsafeMutablePointer<Float>) {
+    precondition(columns % 8 == 0, "shallowProductBiasReLU needs a multiple of 8 columns")
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+    @inline(__always) func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+        // A select, not the standard library's pointwiseMax, which is not specialized here (a generic call per store).
+        UnsafeMutableRawPointer(p).storeBytes(of: relu ? v.replacing(with: 0, where: v .< 0) : v, as: SIMD8<Float>.self)
+    }
+    let offsets = a.offsets.baseAddress!, depth = a.offsets.count
+    var r = 0
+    while r < rows {
+        // Four rows at a time; the last four overlap the ones before when `rows` is not a multiple of four (they are
+        // written again with the same values: outputs are not accumulated).
+        let first = rows >= 4 ? min(r, rows - 4) : r
+        let a0 = a.start + first &* a.rowStride, c0 = c + first &* columns
+        if rows < 4 {
+            for f in stride(from: 0, to: columns, by: 8) {
+                var sum = load(bias + f)
+                for i in 0..<depth { multiplyAdd(&sum, load(b + (i &* columns &+ f)), a0[Int(offsets[i])]) }
+                store(sum, c0 + f)
+            }
+            r += 1
+            continue
+        }
+        let a1 = a0 + a.rowStride, a2 = a1 + a.rowStride, a3 = a2 + a.rowStride
+        let c1 = c0 + columns, c2 = c1 + columns, c3 = c2 + columns
+        for f in stride(from: 0, to: columns, by: 8) {
+            let start = load(bias + f)
+            var s0 = start, s1 = start, s2 = start, s3 = start
+            for i in 0..<depth {
+                let weights = load(b + (i &* columns &+ f)), o = Int(offsets[i])
+                multiplyAdd(&s0, weights, a0[o])
+                multiplyAdd(&s1, weights, a1[o])
+                multiplyAdd(&s2, weights, a2[o])
+                multiplyAdd(&s3, weights, a3[o])
+            }
+            store(s0, c0 + f)
+            store(s1, c1 + f)
+            store(s2, c2 + f)
+            store(s3, c3 + f)
+        }
+        r = first + 4
     }
 }
