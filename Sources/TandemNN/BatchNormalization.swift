@@ -17,6 +17,7 @@ public final class BatchNormalization: Layer, @unchecked Sendable {
     public let momentum: Float
     public let epsilon: Float
     public let synchronized: Bool
+    public var synchronizesReplicas: Bool { synchronized }
     public private(set) var gamma = ArenaView(name: "gamma", offset: 0, shape: [0])
     public private(set) var beta = ArenaView(name: "beta", offset: 0, shape: [0])
     public private(set) var movingMean = ArenaView(name: "moving_mean", offset: 0, shape: [0])

@@ -37,6 +37,10 @@ public protocol Layer: AnyObject, Sendable {
     /// skips it). Asked once, when the model is built; a layer answering true must then apply it.
     func absorbsActivationBackward(of activation: Activation) -> Bool
 
+    /// Whether the layer sums statistics across replicas while training (synchronized batch normalization): every
+    /// replica must then run it on every step, and the strategy gives the context its replicas.
+    var synchronizesReplicas: Bool { get }
+
     /// Allocates what the layer keeps between forward and backward (pooling indices, dropout masks, unfolded
     /// images) for batches of up to `rows` rows. Called when the model grows its buffers, never per step.
     func reserve(maxBatchSize rows: Int)
@@ -58,6 +62,7 @@ extension Layer {
     public var parameterCount: Int { parameterViews.reduce(0) { $0 + $1.count } }
 
     public func reserve(maxBatchSize rows: Int) {}
+    public var synchronizesReplicas: Bool { false }
     public func absorbsActivationBackward(of activation: Activation) -> Bool { false }
 }
 

@@ -43,6 +43,8 @@ public final class Sequential: @unchecked Sendable {
     private var lastInput: UnsafePointer<Float>?
     private var lastRows = 0
     private var lastContext = LayerContext.inference
+    /// Where the layers were placed when the model was built: what `reserve` checks memory against.
+    private let placement: ModelSpec.Placement
     /// activationTakenOver[l]: layer l + 1's backward applies layer l's activation derivative.
     private let activationTakenOver: [Bool]
 
@@ -52,15 +54,14 @@ public final class Sequential: @unchecked Sendable {
     public init(inputShape: [Int], seed: UInt64 = 42, maxBatchSize: Int = 0, @LayerBuilder _ layers: () -> [any Layer]) throws {
         let layers = layers()
         let spec = ModelSpec(inputShape: inputShape, layers: layers.map(\.specification))
+        // The fields of layers built in code get the checks a config's get (ranges, softmax only last).
         _ = try spec.validated()
-        for (index, layer) in layers.enumerated() where layer.activation == .softmax && index != layers.count - 1 {
-            throw TandemError(.badConfig, "model.layers[\(index)].activation: softmax is only supported on the last layer")
-        }
         let placement = try ModelSpec.Placement(layers: layers, inputShape: inputShape)
         try placement.checkFitsInMemory(maxBatchSize: max(maxBatchSize, 1), optimizerSlots: 0)
         self.inputShape = inputShape
         self.layers = layers
         self.seed = seed
+        self.placement = placement
         outputShapes = placement.outputShapes
         parameterCount = placement.parameterCount
         trainableCount = placement.trainableCount
@@ -102,7 +103,7 @@ public final class Sequential: @unchecked Sendable {
     /// only when that is more than before.
     public func reserve(maxBatchSize rows: Int) throws {
         guard rows > maxBatchSize else { return }
-        try ModelSpec.Placement(layers: layers, inputShape: inputShape).checkFitsInMemory(maxBatchSize: rows, optimizerSlots: 0)
+        try placement.checkFitsInMemory(maxBatchSize: rows, optimizerSlots: 0)
         maxBatchSize = rows
         outputs = outputShapes.map { FlatArena(count: rows * $0.reduce(1, *)) }
         dOutputs = outputShapes.map { FlatArena(count: rows * $0.reduce(1, *)) }
@@ -113,7 +114,7 @@ public final class Sequential: @unchecked Sendable {
     public var lastActivation: Activation { layers.last!.activation }
     /// Whether a layer sums statistics across replicas while training (a strategy then gives the context its
     /// replicas, and every replica must run the same layers on every step).
-    public var synchronizesReplicas: Bool { layers.contains { ($0 as? BatchNormalization)?.synchronized == true } }
+    public var synchronizesReplicas: Bool { layers.contains { $0.synchronizesReplicas } }
 
     /// Every named tensor of the model in arena order: what checkpoints store.
     public var parameterViews: [ArenaView] { layers.flatMap(\.parameterViews).sorted { $0.offset < $1.offset } }
