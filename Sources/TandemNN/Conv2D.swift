@@ -10,7 +10,7 @@ import TandemCore
 /// ```swift
 /// Conv2D(32, kernelSize: 3, activation: .relu)
 /// ```
-public final class Conv2D: Layer, @unchecked Sendable {
+public final class Conv2D: FusingLayer, @unchecked Sendable {
     public let filters: Int
     public let kernelSize: Int
     public let strides: Int
@@ -27,6 +27,10 @@ public final class Conv2D: Layer, @unchecked Sendable {
     /// Where each of a window's values is, from its first (see `WindowRows`): in the image ("valid" padding) or in
     /// an unfolded row.
     private var windowOffsets = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 0)
+    /// Set when the model fuses this convolution with the 2 × 2 max pooling after it: the pooled values per example,
+    /// and per pooled value which of its window's four outputs was the maximum.
+    private var pooledCount: Int?
+    private var poolWindows = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 0)
     private var columns = FlatArena(count: 0)
     private var dColumns = FlatArena(count: 0)
 
@@ -39,7 +43,10 @@ public final class Conv2D: Layer, @unchecked Sendable {
         self.activation = activation
     }
 
-    deinit { windowOffsets.deallocate() }
+    deinit {
+        windowOffsets.deallocate()
+        poolWindows.deallocate()
+    }
 
     public var specification: ModelSpec.Layer {
         ModelSpec.Layer(type: "conv2d", activation: activation.rawValue, filters: filters, kernelSize: kernelSize,
@@ -78,6 +85,10 @@ public final class Conv2D: Layer, @unchecked Sendable {
 
     public func reserve(maxBatchSize rows: Int) {
         guard let g = geometry else { return }
+        if let pooledCount {
+            poolWindows.deallocate()
+            poolWindows = .allocate(capacity: rows * pooledCount)
+        }
         chunkSamples = convolutionChunkSamples(g, maxSamples: rows)
         columns = FlatArena(count: chunkSamples * g.outputPixels * g.windowCount)
         dColumns = FlatArena(count: chunkSamples * g.outputPixels * g.windowCount)
@@ -145,6 +156,38 @@ public final class Conv2D: Layer, @unchecked Sendable {
             let dImages = dInput + start * g.inputCount
             dImages.update(repeating: 0, count: count * g.inputCount)
             for s in 0..<count { col2imAccumulate(dColumns.base + s * rowLength, g, into: dImages + s * g.inputCount) }
+        }
+    }
+
+    /// A convolution read in place (window of at most 32 values, "valid", ReLU or none, filters a multiple of 8)
+    /// fuses with a 2 × 2 stride-2 max pooling after it: `convolveMaxPoolForward` and `convolveMaxPoolBackward`.
+    public func fuses(with next: any Layer) -> Bool {
+        guard multipliesByHand, padding == .valid, let g = geometry, let pool = next as? Pooling2D, pool.kind == .max,
+              let p = pool.geometry, p.isTwoByTwoTiling, p.inputHeight == g.outputHeight, p.inputWidth == g.outputWidth else { return false }
+        pooledCount = p.outputPixels * filters
+        return true
+    }
+
+    public func forward(fusedWith next: any Layer, parameters: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                        output: UnsafeMutablePointer<Float>, rows: Int, context: LayerContext) {
+        guard let g = geometry, let pooledCount else { preconditionFailure("Conv2D.forward(fusedWith:) before fuses(with:)") }
+        let offsets = UnsafeBufferPointer(windowOffsets)
+        for s in 0..<rows {
+            convolveMaxPoolForward(input + s * g.inputCount, g, offsets: offsets, kernel: parameters + kernel.offset, filters: filters,
+                                   bias: parameters + bias.offset, relu: activation == .relu,
+                                   pooled: output + s * pooledCount, window: poolWindows.baseAddress! + s * pooledCount)
+        }
+    }
+
+    public func backward(fusedWith next: any Layer, parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                         input: UnsafePointer<Float>, output: UnsafePointer<Float>, dOutput: UnsafePointer<Float>,
+                         rows: Int, context: LayerContext) {
+        guard let g = geometry, let pooledCount else { preconditionFailure("Conv2D.backward(fusedWith:) before fuses(with:)") }
+        let offsets = UnsafeBufferPointer(windowOffsets)
+        for s in 0..<rows {
+            convolveMaxPoolBackward(input + s * g.inputCount, g, offsets: offsets, filters: filters, pooled: output + s * pooledCount,
+                                    dPooled: dOutput + s * pooledCount, window: poolWindows.baseAddress! + s * pooledCount,
+                                    relu: activation == .relu, dKernel: gradients + kernel.offset, dBias: gradients + bias.offset)
         }
     }
 }

@@ -43,6 +43,8 @@ public final class Sequential: @unchecked Sendable {
     private var lastInput: UnsafePointer<Float>?
     private var lastRows = 0
     private var lastContext = LayerContext.inference
+    /// The first layer when it runs fused with the second (see `FusingLayer`): a first convolution and its pooling.
+    private let fusedFirstPair: (any FusingLayer)?
     /// Where the layers were placed when the model was built: what `reserve` checks memory against.
     private let placement: ModelSpec.Placement
     /// activationTakenOver[l]: layer l + 1's backward applies layer l's activation derivative.
@@ -65,6 +67,7 @@ public final class Sequential: @unchecked Sendable {
         outputShapes = placement.outputShapes
         parameterCount = placement.parameterCount
         trainableCount = placement.trainableCount
+        fusedFirstPair = layers.count > 1 ? (layers[0] as? any FusingLayer).flatMap { $0.fuses(with: layers[1]) ? $0 : nil } : nil
         activationTakenOver = layers.indices.map { $0 + 1 < layers.count && layers[$0 + 1].absorbsActivationBackward(of: layers[$0].activation) }
         parameters = FlatArena(count: parameterCount)
         gradients = FlatArena(count: parameterCount + Self.statisticsSlots)
@@ -105,8 +108,10 @@ public final class Sequential: @unchecked Sendable {
         guard rows > maxBatchSize else { return }
         try placement.checkFitsInMemory(maxBatchSize: rows, optimizerSlots: 0)
         maxBatchSize = rows
-        outputs = outputShapes.map { FlatArena(count: rows * $0.reduce(1, *)) }
-        dOutputs = outputShapes.map { FlatArena(count: rows * $0.reduce(1, *)) }
+        // A fused first pair never writes the first layer's output nor its gradient: no buffers for them.
+        let kept = outputShapes.indices.map { fusedFirstPair == nil || $0 != 0 ? rows * outputShapes[$0].reduce(1, *) : 0 }
+        outputs = kept.map { FlatArena(count: $0) }
+        dOutputs = kept.map { FlatArena(count: $0) }
         for layer in layers { layer.reserve(maxBatchSize: rows) }
     }
 
@@ -129,7 +134,11 @@ public final class Sequential: @unchecked Sendable {
         lastRows = rows
         lastContext = context
         var current = input
-        for index in layers.indices {
+        if let pair = fusedFirstPair {
+            try pair.forward(fusedWith: layers[1], parameters: parameters.base, input: input, output: outputs[1].base, rows: rows, context: context)
+            current = UnsafePointer(outputs[1].base)
+        }
+        for index in (fusedFirstPair == nil ? 0 : 2)..<layers.count {
             try layers[index].forward(parameters: parameters.base, input: current, output: outputs[index].base, rows: rows, context: context)
             current = UnsafePointer(outputs[index].base)
         }
@@ -152,7 +161,7 @@ public final class Sequential: @unchecked Sendable {
                          afterLayer: (Int) throws -> Void) throws {
         let gradientBase = target ?? gradients.base
         guard let input = lastInput else { preconditionFailure("backward() before forward()") }
-        for index in stride(from: layers.count - 1, through: 0, by: -1) {
+        for index in stride(from: layers.count - 1, through: fusedFirstPair == nil ? 0 : 2, by: -1) {
             let layerInput = index == 0 ? input : UnsafePointer(outputs[index - 1].base)
             try layers[index].backward(
                 parameters: parameters.base, gradients: gradientBase, input: layerInput,
@@ -160,6 +169,12 @@ public final class Sequential: @unchecked Sendable {
                 dInput: index == 0 ? nil : dOutputs[index - 1].base, rows: lastRows,
                 activationIsFused: index == layers.count - 1 ? lossFusesLastActivation : activationTakenOver[index], context: lastContext)
             try afterLayer(index)
+        }
+        if let pair = fusedFirstPair {
+            try pair.backward(fusedWith: layers[1], parameters: parameters.base, gradients: gradientBase, input: input,
+                              output: outputs[1].base, dOutput: dOutputs[1].base, rows: lastRows, context: lastContext)
+            try afterLayer(1)
+            try afterLayer(0)
         }
     }
 

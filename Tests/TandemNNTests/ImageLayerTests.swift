@@ -26,6 +26,12 @@ import Testing
             [Conv2D(2, kernelSize: 3, padding: .same), AveragePool2D(poolSize: 2, strides: 1, padding: .same),
              BatchNormalization(momentum: 0.9), Flatten(), Dropout(rate: 0.4), Dense(3, activation: .softmax)]
         },
+        Case(name: "first conv relu, 8 filters → max pool on an odd size (the pair runs fused) → dense", inputShape: [7, 7, 1]) {
+            [Conv2D(8, kernelSize: 3, activation: .relu), MaxPool2D(poolSize: 2), Flatten(), Dense(3, activation: .softmax)]
+        },
+        Case(name: "first conv stride 2 on 2 channels, no activation → max pool (fused) → dense", inputShape: [11, 11, 2]) {
+            [Conv2D(8, kernelSize: 3, strides: 2), MaxPool2D(poolSize: 2), Flatten(), Dense(3, activation: .softmax)]
+        },
         Case(name: "dense tanh → batch norm (flat) → dense", inputShape: [5]) {
             [Dense(4, activation: .tanh), BatchNormalization(epsilon: 0.01), Dense(3, activation: .softmax)]
         },
@@ -125,6 +131,51 @@ import Testing
         #expect(abs(Double(loss) - statistics.meanLoss) < 1e-5)
         for (variable, view) in zip(variables.variables, views) {
             let tapeGradient = variables.gradient(of: variable).scalars
+            for i in 0..<view.count {
+                #expect(abs(tapeGradient[i] - model.gradients[view.offset + i]) < 1e-5, "\(view.name)[\(i)]: tape \(tapeGradient[i]), layers \(model.gradients[view.offset + i])")
+            }
+        }
+    }
+
+    /// A first convolution and the max pooling after it run fused (`convolveMaxPoolForward`/`Backward`): the
+    /// tape, which runs them apart (im2col + GEMM, then pooling), gives the same loss and gradients.
+    @Test func theFusedFirstPairMatchesTheTape() throws {
+        let rows = 5
+        let model = try Sequential(inputShape: [9, 9, 1], seed: 8, maxBatchSize: rows) {
+            Conv2D(8, kernelSize: 3, activation: .relu)
+            MaxPool2D(poolSize: 2)
+            Flatten()
+            Dense(3, activation: .softmax)
+        }
+        for i in 0..<8 { model.parameters[72 + i] = 0.1 * Float(i) - 0.35 }   // biases either side of zero
+        let input = testValues(rows * model.inputSize, seed: 6, magnitude: 1)
+        let labels: [Float] = [0, 2, 1, 2, 0]
+        model.gradients.zero()
+        let statistics = model.accumulateGradients(input, targets: labels, rows: rows, loss: .sparseCategoricalCrossentropy, gradientScale: 1 / Float(rows))
+
+        let views = model.parameterViews
+        let variables = ParameterArena(shapes: KeyValuePairs(dictionaryLiteral: ("k", [9, 8]), ("b", [8]), ("w", [72, 3]), ("wb", [3])))
+        for (variable, view) in zip(variables.variables, views) {
+            (variables.parameters.base + variable.view.offset).update(from: model.parameters.base + view.offset, count: view.count)
+        }
+        let tape = ArenaTape(variables: variables)
+        let convolution = try #require(WindowGeometry(input: (9, 9, 1), window: (3, 3), strides: (1, 1), padding: .valid))
+        let pooling = try #require(WindowGeometry(input: (7, 7, 8), window: (2, 2), strides: (2, 2), padding: .valid))
+        let loss = try input.withUnsafeBufferPointer { x in
+            try labels.withUnsafeBufferPointer { y in
+                let images = tape.constant(x.baseAddress!, rows: rows, columns: model.inputSize)
+                let v = variables.variables.map { tape.variable($0) }
+                let pooled = maxPool2d(conv2d(images, v[0], v[1], geometry: convolution, activation: .relu), geometry: pooling)
+                let loss = sparseSoftmaxCrossEntropy(logits: addBias(matmul(pooled, v[2]), v[3]), labels: y.baseAddress!)
+                variables.zeroGradients()
+                tape.backward(from: loss)
+                return try #require(Optional(loss.scalar))
+            }
+        }
+        #expect(abs(Double(loss) - statistics.meanLoss) < 1e-5)
+        for (variable, view) in zip(variables.variables, views) {
+            let tapeGradient = variables.gradient(of: variable).scalars
+            #expect(tapeGradient.map(abs).max()! > 1e-4, "\(view.name): the tape's gradient is all but zero")
             for i in 0..<view.count {
                 #expect(abs(tapeGradient[i] - model.gradients[view.offset + i]) < 1e-5, "\(view.name)[\(i)]: tape \(tapeGradient[i]), layers \(model.gradients[view.offset + i])")
             }
