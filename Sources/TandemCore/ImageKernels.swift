@@ -326,6 +326,17 @@ func multiplyAdd(_ sum: inout SIMD8<Float>, _ weights: SIMD8<Float>, _ value: Fl
     #endif
 }
 
+/// `multiplyAdd` on sixteen lanes. (Concrete overloads, not one generic function: generic SIMD code that the
+/// optimizer does not specialize runs lane by lane, measured 15× slower.)
+@inline(__always)
+func multiplyAdd(_ sum: inout SIMD16<Float>, _ weights: SIMD16<Float>, _ value: Float) {
+    #if FUSED_MULTIPLY_ADD
+    sum.addProduct(weights, SIMD16(repeating: value))
+    #else
+    sum += weights * value
+    #endif
+}
+
 /// Where the rows of a small product's left matrix are in memory: row r's value i is at
 /// `start[r · rowStride + offsets[i]]`. Unfolded windows (im2col) have offsets 0, 1, 2, …; a "valid" window read in
 /// place from an NHWC image has, per window row, `windowWidth · channels` consecutive offsets, an image row apart —
@@ -404,28 +415,29 @@ public func shallowProductBiasReLU(_ a: WindowRows, rows: Int, _ b: UnsafePointe
 
 /// The four positions of a 2 × 2 window as vectors. Kernels compare and select vector against vector: the standard
 /// library's forms with a scalar operand (`v .== 1`, `replace(with: 0, where:)`) compile to lane-by-lane loops.
-let windowPositions = (SIMD8<Int32>(repeating: 0), SIMD8<Int32>(repeating: 1), SIMD8<Int32>(repeating: 2), SIMD8<Int32>(repeating: 3))
+let windowPositions = (SIMD16<Int32>(repeating: 0), SIMD16<Int32>(repeating: 1), SIMD16<Int32>(repeating: 2), SIMD16<Int32>(repeating: 3))
 
 /// One image's convolution, its windows read in place (`offsets`: `WindowRows.offsets` for "valid" padding), with
 /// the 2 × 2 stride-2 max pooling of its output fused in: per pooled value, the four convolution outputs under it
 /// are computed in registers and only the largest (the first of equals) is kept, bias and ReLU added after the max
 /// (they commute with it); `window` records which of the four it was (0–3, row by row). The convolution's own
 /// output — a convnet's largest tensor, written and read back once per layer otherwise — is never stored.
-/// `filters` must be a multiple of 8; `pooled` is [outputHeight / 2, outputWidth / 2, filters].
+/// Sixteen filters at a time (a first layer's 16, 32 or 64: AVX-512 holds them in one register); `filters` must
+/// be a multiple of 16; `pooled` is [outputHeight / 2, outputWidth / 2, filters].
 public func convolveMaxPoolForward(_ image: UnsafePointer<Float>, _ g: WindowGeometry, offsets: UnsafeBufferPointer<Int32>,
                                    kernel: UnsafePointer<Float>, filters: Int, bias: UnsafePointer<Float>, relu: Bool,
                                    pooled: UnsafeMutablePointer<Float>, window: UnsafeMutablePointer<Int32>) {
-    precondition(filters % 8 == 0, "convolveMaxPoolForward needs a multiple of 8 filters")
-    @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+    precondition(filters % 8 == 0, "convolveMaxPoolForward needs a multiple of 16 filters")
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
     let c = g.channels, right = g.strideX * c, below = g.strideY * g.inputWidth * c
     let pooledWidth = g.outputWidth / 2, depth = offsets.count, at = offsets.baseAddress!
-    let positions = windowPositions, zero = SIMD8<Float>()
+    let positions = windowPositions, zero = SIMD16<Float>()
     for qy in 0..<(g.outputHeight / 2) {
         for qx in 0..<pooledWidth {
             let a0 = image + (2 &* qy &* below &+ 2 &* qx &* right), a1 = a0 + right, a2 = a0 + below, a3 = a2 + right
             let o = (qy &* pooledWidth &+ qx) &* filters
-            for f in stride(from: 0, to: filters, by: 8) {
-                var s0 = SIMD8<Float>(), s1 = s0, s2 = s0, s3 = s0
+            for f in stride(from: 0, to: filters, by: 16) {
+                var s0 = SIMD16<Float>(), s1 = s0, s2 = s0, s3 = s0
                 for i in 0..<depth {
                     let weights = load(kernel + (i &* filters &+ f)), offset = Int(at[i])
                     multiplyAdd(&s0, weights, a0[offset])
@@ -445,9 +457,9 @@ public func convolveMaxPoolForward(_ image: UnsafePointer<Float>, _ g: WindowGeo
                 which.replace(with: positions.3, where: larger)
                 best += load(bias + f)
                 if relu { best = best.replacing(with: zero, where: best .< zero) }
-                UnsafeMutableRawPointer(pooled + (o &+ f)).storeBytes(of: best, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(pooled + (o &+ f)).storeBytes(of: best, as: SIMD16<Float>.self)
                 // Int32, not bytes: the standard library's conversions between vector widths are lane-by-lane loops.
-                UnsafeMutableRawPointer(window + (o &+ f)).storeBytes(of: which, as: SIMD8<Int32>.self)
+                UnsafeMutableRawPointer(window + (o &+ f)).storeBytes(of: which, as: SIMD16<Int32>.self)
             }
         }
     }
@@ -456,27 +468,27 @@ public func convolveMaxPoolForward(_ image: UnsafePointer<Float>, _ g: WindowGeo
 /// The backward pass of `convolveMaxPoolForward` for one image: each pooled gradient (zero where a ReLU cut the
 /// pooled value) reaches the one convolution output its window chose, and from there the kernel and bias
 /// gradients (`+=`), without materializing the convolution's output gradient: dKernel[i, f] += Σ x[window value i]
-/// · g, dBias[f] += Σ g. Blocks of eight filters whose gradients are all zero (dropout, ReLU) are skipped.
+/// · g, dBias[f] += Σ g. Blocks of sixteen filters whose gradients are all zero (dropout, ReLU) are skipped.
 public func convolveMaxPoolBackward(_ image: UnsafePointer<Float>, _ g: WindowGeometry, offsets: UnsafeBufferPointer<Int32>,
                                     filters: Int, pooled: UnsafePointer<Float>, dPooled: UnsafePointer<Float>,
                                     window: UnsafePointer<Int32>, relu: Bool,
                                     dKernel: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>) {
-    @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
-    @inline(__always) func add(_ v: SIMD8<Float>, to p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: load(p) + v, as: SIMD8<Float>.self)
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
+    @inline(__always) func add(_ v: SIMD16<Float>, to p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: load(p) + v, as: SIMD16<Float>.self)
     }
     let c = g.channels, right = g.strideX * c, below = g.strideY * g.inputWidth * c
     let pooledWidth = g.outputWidth / 2, depth = offsets.count, at = offsets.baseAddress!
-    let positions = windowPositions, zero = SIMD8<Float>()
+    let positions = windowPositions, zero = SIMD16<Float>()
     for qy in 0..<(g.outputHeight / 2) {
         for qx in 0..<pooledWidth {
             let a0 = image + (2 &* qy &* below &+ 2 &* qx &* right), a1 = a0 + right, a2 = a0 + below, a3 = a2 + right
             let o = (qy &* pooledWidth &+ qx) &* filters
-            for f in stride(from: 0, to: filters, by: 8) {
+            for f in stride(from: 0, to: filters, by: 16) {
                 var gradient = load(dPooled + (o &+ f))
                 if relu { gradient.replace(with: zero, where: load(pooled + (o &+ f)) .<= zero) }
                 if gradient == zero { continue }
-                let which = UnsafeRawPointer(window + (o &+ f)).loadUnaligned(as: SIMD8<Int32>.self)
+                let which = UnsafeRawPointer(window + (o &+ f)).loadUnaligned(as: SIMD16<Int32>.self)
                 let g0 = zero.replacing(with: gradient, where: which .== positions.0)
                 let g1 = zero.replacing(with: gradient, where: which .== positions.1)
                 let g2 = zero.replacing(with: gradient, where: which .== positions.2)
@@ -484,7 +496,7 @@ public func convolveMaxPoolBackward(_ image: UnsafePointer<Float>, _ g: WindowGe
                 add(gradient, to: dBias + f)
                 for i in 0..<depth {
                     let offset = Int(at[i])
-                    var sum = SIMD8<Float>()
+                    var sum = SIMD16<Float>()
                     multiplyAdd(&sum, g0, a0[offset])
                     multiplyAdd(&sum, g1, a1[offset])
                     multiplyAdd(&sum, g2, a2[offset])

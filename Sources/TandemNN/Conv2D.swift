@@ -159,10 +159,10 @@ public final class Conv2D: FusingLayer, @unchecked Sendable {
         }
     }
 
-    /// A convolution read in place (window of at most 32 values, "valid", ReLU or none, filters a multiple of 8)
+    /// A convolution read in place (window of at most 32 values, "valid", ReLU or none, filters a multiple of 16)
     /// fuses with a 2 × 2 stride-2 max pooling after it: `convolveMaxPoolForward` and `convolveMaxPoolBackward`.
     public func fuses(with next: any Layer) -> Bool {
-        guard multipliesByHand, padding == .valid, let g = geometry, let pool = next as? Pooling2D, pool.kind == .max,
+        guard multipliesByHand, filters % 16 == 0, padding == .valid, let g = geometry, let pool = next as? Pooling2D, pool.kind == .max,
               let p = pool.geometry, p.isTwoByTwoTiling, p.inputHeight == g.outputHeight, p.inputWidth == g.outputWidth else { return false }
         pooledCount = p.outputPixels * filters
         return true

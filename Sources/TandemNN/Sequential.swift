@@ -32,6 +32,9 @@ public final class Sequential: @unchecked Sendable {
     public let gradients: FlatArena
     /// The seed the parameters were initialized from (Glorot-uniform kernels in layer order).
     public let seed: UInt64
+    /// Whether the first two layers run as one pass (a first convolution and the max pooling after it: see
+    /// ``FusingLayer``).
+    public var runsFirstPairFused: Bool { fusedFirstPair != nil }
     /// The most rows one forward may take (grown by `reserve`, never per step).
     public private(set) var maxBatchSize = 0
     /// The optimizer and loss `compile(optimizer:loss:metrics:)` chose, for `fit`.

@@ -26,11 +26,11 @@ import Testing
             [Conv2D(2, kernelSize: 3, padding: .same), AveragePool2D(poolSize: 2, strides: 1, padding: .same),
              BatchNormalization(momentum: 0.9), Flatten(), Dropout(rate: 0.4), Dense(3, activation: .softmax)]
         },
-        Case(name: "first conv relu, 8 filters → max pool on an odd size (the pair runs fused) → dense", inputShape: [7, 7, 1]) {
-            [Conv2D(8, kernelSize: 3, activation: .relu), MaxPool2D(poolSize: 2), Flatten(), Dense(3, activation: .softmax)]
+        Case(name: "first conv relu, 16 filters → max pool on an odd size (the pair runs fused) → dense", inputShape: [5, 5, 1]) {
+            [Conv2D(16, kernelSize: 3, activation: .relu), MaxPool2D(poolSize: 2), Flatten(), Dense(3, activation: .softmax)]
         },
         Case(name: "first conv stride 2 on 2 channels, no activation → max pool (fused) → dense", inputShape: [11, 11, 2]) {
-            [Conv2D(8, kernelSize: 3, strides: 2), MaxPool2D(poolSize: 2), Flatten(), Dense(3, activation: .softmax)]
+            [Conv2D(16, kernelSize: 3, strides: 2), MaxPool2D(poolSize: 2), Flatten(), Dense(3, activation: .softmax)]
         },
         Case(name: "dense tanh → batch norm (flat) → dense", inputShape: [5]) {
             [Dense(4, activation: .tanh), BatchNormalization(epsilon: 0.01), Dense(3, activation: .softmax)]
@@ -142,25 +142,26 @@ import Testing
     @Test func theFusedFirstPairMatchesTheTape() throws {
         let rows = 5
         let model = try Sequential(inputShape: [9, 9, 1], seed: 8, maxBatchSize: rows) {
-            Conv2D(8, kernelSize: 3, activation: .relu)
+            Conv2D(16, kernelSize: 3, activation: .relu)
             MaxPool2D(poolSize: 2)
             Flatten()
             Dense(3, activation: .softmax)
         }
-        for i in 0..<8 { model.parameters[72 + i] = 0.1 * Float(i) - 0.35 }   // biases either side of zero
+        #expect(model.runsFirstPairFused)
+        for i in 0..<16 { model.parameters[144 + i] = 0.05 * Float(i) - 0.35 }   // biases either side of zero
         let input = testValues(rows * model.inputSize, seed: 6, magnitude: 1)
         let labels: [Float] = [0, 2, 1, 2, 0]
         model.gradients.zero()
         let statistics = model.accumulateGradients(input, targets: labels, rows: rows, loss: .sparseCategoricalCrossentropy, gradientScale: 1 / Float(rows))
 
         let views = model.parameterViews
-        let variables = ParameterArena(shapes: KeyValuePairs(dictionaryLiteral: ("k", [9, 8]), ("b", [8]), ("w", [72, 3]), ("wb", [3])))
+        let variables = ParameterArena(shapes: KeyValuePairs(dictionaryLiteral: ("k", [9, 16]), ("b", [16]), ("w", [144, 3]), ("wb", [3])))
         for (variable, view) in zip(variables.variables, views) {
             (variables.parameters.base + variable.view.offset).update(from: model.parameters.base + view.offset, count: view.count)
         }
         let tape = ArenaTape(variables: variables)
         let convolution = try #require(WindowGeometry(input: (9, 9, 1), window: (3, 3), strides: (1, 1), padding: .valid))
-        let pooling = try #require(WindowGeometry(input: (7, 7, 8), window: (2, 2), strides: (2, 2), padding: .valid))
+        let pooling = try #require(WindowGeometry(input: (7, 7, 16), window: (2, 2), strides: (2, 2), padding: .valid))
         let loss = try input.withUnsafeBufferPointer { x in
             try labels.withUnsafeBufferPointer { y in
                 let images = tape.constant(x.baseAddress!, rows: rows, columns: model.inputSize)
