@@ -6,6 +6,8 @@ import TandemCore
 ///
 /// Forward and both backward products run as OpenBLAS GEMMs on the image unfolded (im2col) a few samples at a time,
 /// so the unfolded chunk stays in cache: output = col · W, dW += colᵀ · dZ, dcol = dZ · Wᵀ folded back (col2im).
+/// A window of at most 32 values (a first layer's 3 × 3 on one channel) is multiplied by hand instead, read in
+/// place; as a model's first layer before a 2 × 2 max pooling, the two run as one pass (``FusingLayer``).
 ///
 /// ```swift
 /// Conv2D(32, kernelSize: 3, activation: .relu)
