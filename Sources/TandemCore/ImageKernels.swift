@@ -427,7 +427,7 @@ let windowPositions = (SIMD16<Int32>(repeating: 0), SIMD16<Int32>(repeating: 1),
 public func convolveMaxPoolForward(_ image: UnsafePointer<Float>, _ g: WindowGeometry, offsets: UnsafeBufferPointer<Int32>,
                                    kernel: UnsafePointer<Float>, filters: Int, bias: UnsafePointer<Float>, relu: Bool,
                                    pooled: UnsafeMutablePointer<Float>, window: UnsafeMutablePointer<Int32>) {
-    precondition(filters % 8 == 0, "convolveMaxPoolForward needs a multiple of 16 filters")
+    precondition(filters % 16 == 0, "convolveMaxPoolForward needs a multiple of 16 filters")
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
     let c = g.channels, right = g.strideX * c, below = g.strideY * g.inputWidth * c
     let pooledWidth = g.outputWidth / 2, depth = offsets.count, at = offsets.baseAddress!
@@ -473,6 +473,8 @@ public func convolveMaxPoolBackward(_ image: UnsafePointer<Float>, _ g: WindowGe
                                     filters: Int, pooled: UnsafePointer<Float>, dPooled: UnsafePointer<Float>,
                                     window: UnsafePointer<Int32>, relu: Bool,
                                     dKernel: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>) {
+    // The walk over pooled windows repeats the forward's: sharing it through a closure measured 35% slower here.
+    precondition(filters % 16 == 0, "convolveMaxPoolBackward needs a multiple of 16 filters")
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
     @inline(__always) func add(_ v: SIMD16<Float>, to p: UnsafeMutablePointer<Float>) {
         UnsafeMutableRawPointer(p).storeBytes(of: load(p) + v, as: SIMD16<Float>.self)
