@@ -85,89 +85,25 @@ import Testing
         }
     }
 
-    /// The same CNN recorded on the gradient tape (conv2d, maxPool2d, averagePool2d, matmul) gives the layers'
-    /// outputs and gradients.
-    @Test func tapeMatchesTheLayers() throws {
-        let rows = 4
-        let model = try Sequential(inputShape: [7, 7, 2], seed: 8, maxBatchSize: rows) {
-            Conv2D(3, kernelSize: 3, padding: .same, activation: .relu)
-            MaxPool2D(poolSize: 2)
-            Conv2D(4, kernelSize: 2, activation: .tanh)
-            AveragePool2D(poolSize: 2, strides: 1)
-            Flatten()
-            Dense(3, activation: .softmax)
-        }
-        let input = testValues(rows * model.inputSize, seed: 4, magnitude: 1)
-        let labels: [Float] = [0, 2, 1, 2]
+    /// Trains one step of `model` on `input` and records the same model on the gradient tape (`record`: the tape
+    /// images and variables, one per tensor of `shapes` in arena order → the logits), then expects the same loss
+    /// and every gradient within 1e-5, none of them all but zero.
+    static func expectTapeMatches(_ model: Sequential, input: [Float], labels: [Float], shapes: KeyValuePairs<String, [Int]>,
+                                  record: (ArenaTape.Value, [ArenaTape.Value]) -> ArenaTape.Value) throws {
+        let rows = labels.count
         model.gradients.zero()
         let statistics = model.accumulateGradients(input, targets: labels, rows: rows, loss: .sparseCategoricalCrossentropy, gradientScale: 1 / Float(rows))
-
         let views = model.parameterViews
-        let variables = ParameterArena(shapes: KeyValuePairs(dictionaryLiteral:
-            ("k1", [18, 3]), ("b1", [3]), ("k2", [12, 4]), ("b2", [4]), ("w", [4, 3]), ("b", [3])))
+        let variables = ParameterArena(shapes: shapes)
         for (variable, view) in zip(variables.variables, views) {
             (variables.parameters.base + variable.view.offset).update(from: model.parameters.base + view.offset, count: view.count)
         }
         let tape = ArenaTape(variables: variables)
-        let g1 = try #require(WindowGeometry(input: (7, 7, 2), window: (3, 3), strides: (1, 1), padding: .same))
-        let p1 = try #require(WindowGeometry(input: (7, 7, 3), window: (2, 2), strides: (2, 2), padding: .valid))
-        let g2 = try #require(WindowGeometry(input: (3, 3, 3), window: (2, 2), strides: (1, 1), padding: .valid))
-        let p2 = try #require(WindowGeometry(input: (2, 2, 4), window: (2, 2), strides: (1, 1), padding: .valid))
         let loss = try input.withUnsafeBufferPointer { x in
             try labels.withUnsafeBufferPointer { y in
                 let images = tape.constant(x.baseAddress!, rows: rows, columns: model.inputSize)
-                let v = variables.variables.map { tape.variable($0) }
-                var h = conv2d(images, v[0], v[1], geometry: g1, activation: .relu)
-                h = maxPool2d(h, geometry: p1)
-                h = conv2d(h, v[2], v[3], geometry: g2, activation: .tanh)
-                h = averagePool2d(h, geometry: p2)
-                let logits = addBias(matmul(h, v[4]), v[5])
+                let logits = record(images, variables.variables.map { tape.variable($0) })
                 let loss = sparseSoftmaxCrossEntropy(logits: logits, labels: y.baseAddress!)
-                variables.zeroGradients()
-                tape.backward(from: loss)
-                return try #require(Optional(loss.scalar))
-            }
-        }
-        #expect(abs(Double(loss) - statistics.meanLoss) < 1e-5)
-        for (variable, view) in zip(variables.variables, views) {
-            let tapeGradient = variables.gradient(of: variable).scalars
-            for i in 0..<view.count {
-                #expect(abs(tapeGradient[i] - model.gradients[view.offset + i]) < 1e-5, "\(view.name)[\(i)]: tape \(tapeGradient[i]), layers \(model.gradients[view.offset + i])")
-            }
-        }
-    }
-
-    /// A first convolution and the max pooling after it run fused (`convolveMaxPoolForward`/`Backward`): the
-    /// tape, which runs them apart (im2col + GEMM, then pooling), gives the same loss and gradients.
-    @Test func theFusedFirstPairMatchesTheTape() throws {
-        let rows = 5
-        let model = try Sequential(inputShape: [9, 9, 1], seed: 8, maxBatchSize: rows) {
-            Conv2D(16, kernelSize: 3, activation: .relu)
-            MaxPool2D(poolSize: 2)
-            Flatten()
-            Dense(3, activation: .softmax)
-        }
-        #expect(model.runsFirstPairFused)
-        for i in 0..<16 { model.parameters[144 + i] = 0.05 * Float(i) - 0.35 }   // biases either side of zero
-        let input = testValues(rows * model.inputSize, seed: 6, magnitude: 1)
-        let labels: [Float] = [0, 2, 1, 2, 0]
-        model.gradients.zero()
-        let statistics = model.accumulateGradients(input, targets: labels, rows: rows, loss: .sparseCategoricalCrossentropy, gradientScale: 1 / Float(rows))
-
-        let views = model.parameterViews
-        let variables = ParameterArena(shapes: KeyValuePairs(dictionaryLiteral: ("k", [9, 16]), ("b", [16]), ("w", [144, 3]), ("wb", [3])))
-        for (variable, view) in zip(variables.variables, views) {
-            (variables.parameters.base + variable.view.offset).update(from: model.parameters.base + view.offset, count: view.count)
-        }
-        let tape = ArenaTape(variables: variables)
-        let convolution = try #require(WindowGeometry(input: (9, 9, 1), window: (3, 3), strides: (1, 1), padding: .valid))
-        let pooling = try #require(WindowGeometry(input: (7, 7, 16), window: (2, 2), strides: (2, 2), padding: .valid))
-        let loss = try input.withUnsafeBufferPointer { x in
-            try labels.withUnsafeBufferPointer { y in
-                let images = tape.constant(x.baseAddress!, rows: rows, columns: model.inputSize)
-                let v = variables.variables.map { tape.variable($0) }
-                let pooled = maxPool2d(conv2d(images, v[0], v[1], geometry: convolution, activation: .relu), geometry: pooling)
-                let loss = sparseSoftmaxCrossEntropy(logits: addBias(matmul(pooled, v[2]), v[3]), labels: y.baseAddress!)
                 variables.zeroGradients()
                 tape.backward(from: loss)
                 return try #require(Optional(loss.scalar))
@@ -180,6 +116,51 @@ import Testing
             for i in 0..<view.count {
                 #expect(abs(tapeGradient[i] - model.gradients[view.offset + i]) < 1e-5, "\(view.name)[\(i)]: tape \(tapeGradient[i]), layers \(model.gradients[view.offset + i])")
             }
+        }
+    }
+
+    /// The same CNN recorded on the gradient tape (conv2d, maxPool2d, averagePool2d, matmul) gives the layers'
+    /// outputs and gradients.
+    @Test func tapeMatchesTheLayers() throws {
+        let model = try Sequential(inputShape: [7, 7, 2], seed: 8, maxBatchSize: 4) {
+            Conv2D(3, kernelSize: 3, padding: .same, activation: .relu)
+            MaxPool2D(poolSize: 2)
+            Conv2D(4, kernelSize: 2, activation: .tanh)
+            AveragePool2D(poolSize: 2, strides: 1)
+            Flatten()
+            Dense(3, activation: .softmax)
+        }
+        let g1 = try #require(WindowGeometry(input: (7, 7, 2), window: (3, 3), strides: (1, 1), padding: .same))
+        let p1 = try #require(WindowGeometry(input: (7, 7, 3), window: (2, 2), strides: (2, 2), padding: .valid))
+        let g2 = try #require(WindowGeometry(input: (3, 3, 3), window: (2, 2), strides: (1, 1), padding: .valid))
+        let p2 = try #require(WindowGeometry(input: (2, 2, 4), window: (2, 2), strides: (1, 1), padding: .valid))
+        try Self.expectTapeMatches(model, input: testValues(4 * model.inputSize, seed: 4, magnitude: 1), labels: [0, 2, 1, 2],
+                                   shapes: ["k1": [18, 3], "b1": [3], "k2": [12, 4], "b2": [4], "w": [4, 3], "b": [3]]) { images, v in
+            var h = conv2d(images, v[0], v[1], geometry: g1, activation: .relu)
+            h = maxPool2d(h, geometry: p1)
+            h = conv2d(h, v[2], v[3], geometry: g2, activation: .tanh)
+            h = averagePool2d(h, geometry: p2)
+            return addBias(matmul(h, v[4]), v[5])
+        }
+    }
+
+    /// A first convolution and the max pooling after it run fused (`convolveMaxPoolForward`/`Backward`): the
+    /// tape, which runs them apart (im2col + GEMM, then pooling), gives the same loss and gradients.
+    @Test func theFusedFirstPairMatchesTheTape() throws {
+        let model = try Sequential(inputShape: [9, 9, 1], seed: 8, maxBatchSize: 5) {
+            Conv2D(16, kernelSize: 3, activation: .relu)
+            MaxPool2D(poolSize: 2)
+            Flatten()
+            Dense(3, activation: .softmax)
+        }
+        #expect(model.runsFirstPairFused)
+        for i in 0..<16 { model.parameters[144 + i] = 0.05 * Float(i) - 0.35 }   // biases either side of zero
+        let convolution = try #require(WindowGeometry(input: (9, 9, 1), window: (3, 3), strides: (1, 1), padding: .valid))
+        let pooling = try #require(WindowGeometry(input: (7, 7, 16), window: (2, 2), strides: (2, 2), padding: .valid))
+        try Self.expectTapeMatches(model, input: testValues(5 * model.inputSize, seed: 6, magnitude: 1), labels: [0, 2, 1, 2, 0],
+                                   shapes: ["k": [9, 16], "b": [16], "w": [144, 3], "wb": [3]]) { images, v in
+            let pooled = maxPool2d(conv2d(images, v[0], v[1], geometry: convolution, activation: .relu), geometry: pooling)
+            return addBias(matmul(pooled, v[2]), v[3])
         }
     }
 
