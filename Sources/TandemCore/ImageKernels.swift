@@ -431,7 +431,6 @@ public func convolveMaxPoolForward(_ image: UnsafePointer<Float>, _ g: WindowGeo
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
     let c = g.channels, right = g.strideX * c, below = g.strideY * g.inputWidth * c
     let pooledWidth = g.outputWidth / 2, depth = offsets.count, at = offsets.baseAddress!
-    let positions = windowPositions, zero = SIMD16<Float>()
     for qy in 0..<(g.outputHeight / 2) {
         for qx in 0..<pooledWidth {
             let a0 = image + (2 &* qy &* below &+ 2 &* qx &* right), a1 = a0 + right, a2 = a0 + below, a3 = a2 + right
@@ -445,23 +444,177 @@ public func convolveMaxPoolForward(_ image: UnsafePointer<Float>, _ g: WindowGeo
                     multiplyAdd(&s2, weights, a2[offset])
                     multiplyAdd(&s3, weights, a3[offset])
                 }
-                var best = s0, which = positions.0
-                var larger = s1 .> best
-                best.replace(with: s1, where: larger)
-                which.replace(with: positions.1, where: larger)
-                larger = s2 .> best
-                best.replace(with: s2, where: larger)
-                which.replace(with: positions.2, where: larger)
-                larger = s3 .> best
-                best.replace(with: s3, where: larger)
-                which.replace(with: positions.3, where: larger)
-                best += load(bias + f)
-                if relu { best = best.replacing(with: zero, where: best .< zero) }
-                UnsafeMutableRawPointer(pooled + (o &+ f)).storeBytes(of: best, as: SIMD16<Float>.self)
-                // Int32, not bytes: the standard library's conversions between vector widths are lane-by-lane loops.
-                UnsafeMutableRawPointer(window + (o &+ f)).storeBytes(of: which, as: SIMD16<Int32>.self)
+                storeMaximumOfFour(s0, s1, s2, s3, bias: load(bias + f), relu: relu, pooled: pooled + (o &+ f), window: window + (o &+ f))
             }
         }
+    }
+}
+
+/// Stores the largest of a 2 × 2 window's four values (the first of equals) plus `bias`, through a ReLU when
+/// `relu` (both commute with the maximum), and which of the four it was (0–3, row by row).
+@inline(__always)
+func storeMaximumOfFour(_ v0: SIMD16<Float>, _ v1: SIMD16<Float>, _ v2: SIMD16<Float>, _ v3: SIMD16<Float>, bias: SIMD16<Float>,
+                        relu: Bool, pooled: UnsafeMutablePointer<Float>, window: UnsafeMutablePointer<Int32>) {
+    let positions = windowPositions, zero = SIMD16<Float>()
+    var best = v0, which = positions.0
+    var larger = v1 .> best
+    best.replace(with: v1, where: larger)
+    which.replace(with: positions.1, where: larger)
+    larger = v2 .> best
+    best.replace(with: v2, where: larger)
+    which.replace(with: positions.2, where: larger)
+    larger = v3 .> best
+    best.replace(with: v3, where: larger)
+    which.replace(with: positions.3, where: larger)
+    best += bias
+    if relu { best = best.replacing(with: zero, where: best .< zero) }
+    UnsafeMutableRawPointer(pooled).storeBytes(of: best, as: SIMD16<Float>.self)
+    // Int32, not bytes: the standard library's conversions between vector widths are lane-by-lane loops.
+    UnsafeMutableRawPointer(window).storeBytes(of: which, as: SIMD16<Int32>.self)
+}
+
+/// The 2 × 2 stride-2 max pooling of `samples` convolution outputs [height, width, filters] (before bias and
+/// activation), with the convolution's bias and ReLU (when `relu`) added after the maximum: what
+/// `convolveMaxPoolForward` does after its products, for a convolution computed as a GEMM. `window` records which
+/// of the four values each pooled value came from (0–3). `filters` must be a multiple of 16; an odd last row or
+/// column is dropped, as the pooling does.
+public func biasActivationMaxPool(_ convolved: UnsafePointer<Float>, height: Int, width: Int, filters: Int, samples: Int,
+                                  bias: UnsafePointer<Float>, relu: Bool,
+                                  pooled: UnsafeMutablePointer<Float>, window: UnsafeMutablePointer<Int32>) {
+    precondition(filters % 16 == 0, "biasActivationMaxPool needs a multiple of 16 filters")
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
+    let pooledHeight = height / 2, pooledWidth = width / 2, row = width &* filters
+    for s in 0..<samples {
+        let image = convolved + s &* height &* row, out = s &* pooledHeight &* pooledWidth &* filters
+        for qy in 0..<pooledHeight {
+            for qx in 0..<pooledWidth {
+                let a0 = image + (2 &* qy &* row &+ 2 &* qx &* filters), a2 = a0 + row
+                let o = out &+ (qy &* pooledWidth &+ qx) &* filters
+                for f in stride(from: 0, to: filters, by: 16) {
+                    storeMaximumOfFour(load(a0 + f), load(a0 + (filters &+ f)), load(a2 + f), load(a2 + (filters &+ f)),
+                                       bias: load(bias + f), relu: relu, pooled: pooled + (o &+ f), window: window + (o &+ f))
+                }
+            }
+        }
+    }
+}
+
+/// The backward pass of a convolution ("valid" padding) and the 2 × 2 stride-2 max pooling after it, on `samples`
+/// images, as a scatter instead of two GEMMs. Each pooled gradient (zero where a ReLU cut the pooled value) reaches
+/// one convolution output, the one its window chose; behind dropout, a ReLU and the pooling most are zero (a
+/// quarter of the outputs at most, ~28% of those in keras.io's convnet), and each nonzero one g adds g · its input
+/// window to its filter's kernel gradient and g · its filter's kernel to the input window's gradient. Per filter: a
+/// branch-free pass lists the nonzero gradients (`list`: room for `samples` × pooled pixels), then the list is
+/// applied along each window row (contiguous in NHWC), the kernel row and its gradient held in registers
+/// (`scatterColumns`).
+///
+/// The kernels are by filter (`[filters, windowCount]`, the transpose of a Keras kernel) so that each filter's row
+/// is contiguous. `dKernelByFilter` and `dBias` accumulate (`+=`); `dImages`, when given, is written.
+public func convolveMaxPoolBackwardScatter(images: UnsafePointer<Float>, samples: Int, _ g: WindowGeometry, filters: Int,
+                                           pooled: UnsafePointer<Float>, dPooled: UnsafePointer<Float>,
+                                           window: UnsafePointer<Int32>, relu: Bool,
+                                           kernelByFilter: UnsafePointer<Float>, dKernelByFilter: UnsafeMutablePointer<Float>,
+                                           dBias: UnsafeMutablePointer<Float>, dImages: UnsafeMutablePointer<Float>?,
+                                           list: (pixels: UnsafeMutablePointer<Int32>, gradients: UnsafeMutablePointer<Float>)) {
+    precondition(g.padTop == 0 && g.padLeft == 0, "convolveMaxPoolBackwardScatter needs \"valid\" padding")
+    let pooledHeight = g.outputHeight / 2, pooledWidth = g.outputWidth / 2
+    let imageRow = g.inputWidth &* g.channels, run = g.windowWidth &* g.channels, depth = g.windowCount
+    dImages?.update(repeating: 0, count: samples &* g.inputCount)
+    for f in 0..<filters {
+        var count = 0
+        var o = f
+        for s in 0..<samples {
+            let image = s &* g.inputCount
+            for qy in 0..<pooledHeight {
+                for qx in 0..<pooledWidth {
+                    let which = Int(window[o]), y = 2 &* qy &+ which >> 1, x = 2 &* qx &+ which & 1
+                    let gradient = relu && !(pooled[o] > 0) ? 0 : dPooled[o]
+                    list.pixels[count] = Int32(truncatingIfNeeded: image &+ (y &* g.strideY &* imageRow &+ x &* g.strideX &* g.channels))
+                    list.gradients[count] = gradient
+                    count &+= gradient != 0 ? 1 : 0
+                    o &+= filters
+                }
+            }
+        }
+        let entries = (pixels: UnsafePointer(list.pixels), gradients: UnsafePointer(list.gradients), count: count)
+        var biasSum: Float = 0
+        for j in 0..<count { biasSum += list.gradients[j] }
+        dBias[f] += biasSum
+        let kernel = kernelByFilter + f &* depth, dKernel = dKernelByFilter + f &* depth
+        for ky in 0..<g.windowHeight {
+            // Along the window row, sixty-four columns at a time, then sixteen, then one: the kernel row's gradient
+            // and the kernel row stay in registers over the whole list.
+            let inImage = ky &* imageRow, inKernel = ky &* run
+            var c = 0
+            while c &+ 64 <= run {
+                scatterColumns(entries, images: images + (inImage &+ c), kernel: kernel + (inKernel &+ c),
+                               dKernel: dKernel + (inKernel &+ c), dImages: dImages.map { $0 + (inImage &+ c) }, vectors: 4)
+                c &+= 64
+            }
+            while c &+ 16 <= run {
+                scatterColumns(entries, images: images + (inImage &+ c), kernel: kernel + (inKernel &+ c),
+                               dKernel: dKernel + (inKernel &+ c), dImages: dImages.map { $0 + (inImage &+ c) }, vectors: 1)
+                c &+= 16
+            }
+            while c < run {
+                var sum = dKernel[inKernel &+ c]
+                let weight = kernel[inKernel &+ c]
+                for j in 0..<count {
+                    let gradient = list.gradients[j], at = Int(list.pixels[j]) &+ inImage &+ c
+                    sum += gradient * images[at]
+                    if let dImages { dImages[at] += gradient * weight }
+                }
+                dKernel[inKernel &+ c] = sum
+                c &+= 1
+            }
+        }
+    }
+}
+
+/// One stretch of `vectors` × 16 columns (1 or 4) of `convolveMaxPoolBackwardScatter`'s window row, over its list
+/// of (pixel, gradient): dKernel += Σ gradient · images[pixel …] in registers, and dImages[pixel …] += gradient ·
+/// kernel, the kernel in registers.
+@inline(__always)
+func scatterColumns(_ entries: (pixels: UnsafePointer<Int32>, gradients: UnsafePointer<Float>, count: Int),
+                    images: UnsafePointer<Float>, kernel: UnsafePointer<Float>, dKernel: UnsafeMutablePointer<Float>,
+                    dImages: UnsafeMutablePointer<Float>?, vectors: Int) {
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
+    @inline(__always) func store(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
+    }
+    let wide = vectors == 4
+    var s0 = load(dKernel), s1 = wide ? load(dKernel + 16) : SIMD16(), s2 = wide ? load(dKernel + 32) : SIMD16()
+    var s3 = wide ? load(dKernel + 48) : SIMD16()
+    let w0 = load(kernel), w1 = wide ? load(kernel + 16) : SIMD16(), w2 = wide ? load(kernel + 32) : SIMD16()
+    let w3 = wide ? load(kernel + 48) : SIMD16()
+    for j in 0..<entries.count {
+        let gradient = entries.gradients[j], at = Int(entries.pixels[j]), x = images + at
+        multiplyAdd(&s0, load(x), gradient)
+        if wide {
+            multiplyAdd(&s1, load(x + 16), gradient)
+            multiplyAdd(&s2, load(x + 32), gradient)
+            multiplyAdd(&s3, load(x + 48), gradient)
+        }
+        guard let dImages else { continue }
+        let d = dImages + at
+        var d0 = load(d)
+        multiplyAdd(&d0, w0, gradient)
+        store(d0, d)
+        if wide {
+            var d1 = load(d + 16), d2 = load(d + 32), d3 = load(d + 48)
+            multiplyAdd(&d1, w1, gradient)
+            multiplyAdd(&d2, w2, gradient)
+            multiplyAdd(&d3, w3, gradient)
+            store(d1, d + 16)
+            store(d2, d + 32)
+            store(d3, d + 48)
+        }
+    }
+    store(s0, dKernel)
+    if wide {
+        store(s1, dKernel + 16)
+        store(s2, dKernel + 32)
+        store(s3, dKernel + 48)
     }
 }
 
@@ -506,6 +659,17 @@ public func convolveMaxPoolBackward(_ image: UnsafePointer<Float>, _ g: WindowGe
                     add(sum, to: dKernel + (i &* filters &+ f))
                 }
             }
+        }
+    }
+}
+
+/// b ← aᵀ (or b += aᵀ when `accumulate`) for a [rows, columns] and b [columns, rows]: a kernel between its Keras
+/// layout and the by-filter layout of `convolveMaxPoolBackwardScatter`.
+public func transpose(_ a: UnsafePointer<Float>, rows: Int, columns: Int, into b: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+    for i in 0..<rows {
+        for j in 0..<columns {
+            let value = a[i &* columns &+ j], at = j &* rows &+ i
+            b[at] = accumulate ? b[at] + value : value
         }
     }
 }

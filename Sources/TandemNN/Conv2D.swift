@@ -7,7 +7,11 @@ import TandemCore
 /// Forward and both backward products run as OpenBLAS GEMMs on the image unfolded (im2col) a few samples at a time,
 /// so the unfolded chunk stays in cache: output = col · W, dW += colᵀ · dZ, dcol = dZ · Wᵀ folded back (col2im).
 /// A window of at most 32 values (a first layer's 3 × 3 on one channel) is multiplied by hand instead, read in
-/// place; as a model's first layer before a 2 × 2 max pooling, the two run as one pass (``FusingLayer``).
+/// place.
+///
+/// Before a 2 × 2 max pooling, the two run as one pass (``FusingLayer``) that never stores the convolution's
+/// output: as a model's first layer, by hand on windows read in place; elsewhere, the GEMM followed by bias, ReLU
+/// and pooling in one pass, and backward as a scatter of the few nonzero pooled gradients instead of the two GEMMs.
 ///
 /// ```swift
 /// Conv2D(32, kernelSize: 3, activation: .relu)
@@ -29,12 +33,28 @@ public final class Conv2D: FusingLayer, @unchecked Sendable {
     /// Where each of a window's values is, from its first (see `WindowRows`): in the image ("valid" padding) or in
     /// an unfolded row.
     private var windowOffsets = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 0)
-    /// Set when the model fuses this convolution with the 2 × 2 max pooling after it: the pooled values per example,
-    /// and per pooled value which of its window's four outputs was the maximum.
-    private var pooledCount: Int?
+    /// How the convolution runs with the 2 × 2 max pooling after it, when the model fuses the two.
+    private enum FusedPooling {
+        /// Windows read in place and multiplied by hand, the pooling in registers (`convolveMaxPoolForward` and
+        /// `Backward`): a model's first layer, which owes no input gradient.
+        case inPlace
+        /// im2col + GEMM, then `biasActivationMaxPool`; backward `convolveMaxPoolBackwardScatter`.
+        case unfolded
+    }
+    private var fusedPooling: FusedPooling?
+    /// When fused: the pooled values per example, and per pooled value which of its window's four outputs was the
+    /// maximum.
+    private var pooledCount = 0
     private var poolWindows = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 0)
     private var columns = FlatArena(count: 0)
     private var dColumns = FlatArena(count: 0)
+    /// Fused with im2col: a chunk's convolution outputs, the kernel and its gradient by filter, and the list of
+    /// nonzero pooled gradients (see `convolveMaxPoolBackwardScatter`).
+    private var convolved = FlatArena(count: 0)
+    private var kernelByFilter = FlatArena(count: 0)
+    private var dKernelByFilter = FlatArena(count: 0)
+    private var scatterGradients = FlatArena(count: 0)
+    private var scatterPixels = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 0)
 
     public init(_ filters: Int, kernelSize: Int, strides: Int = 1, padding: WindowGeometry.Padding = .valid,
                 activation: Activation = .identity) {
@@ -48,6 +68,7 @@ public final class Conv2D: FusingLayer, @unchecked Sendable {
     deinit {
         windowOffsets.deallocate()
         poolWindows.deallocate()
+        scatterPixels.deallocate()
     }
 
     public var specification: ModelSpec.Layer {
@@ -87,13 +108,27 @@ public final class Conv2D: FusingLayer, @unchecked Sendable {
 
     public func reserve(maxBatchSize rows: Int) {
         guard let g = geometry else { return }
-        if let pooledCount {
+        chunkSamples = convolutionChunkSamples(g, maxSamples: rows)
+        let unfoldedCount = chunkSamples * g.outputPixels * g.windowCount
+        if fusedPooling != nil {
             poolWindows.deallocate()
             poolWindows = .allocate(capacity: rows * pooledCount)
         }
-        chunkSamples = convolutionChunkSamples(g, maxSamples: rows)
-        columns = FlatArena(count: chunkSamples * g.outputPixels * g.windowCount)
-        dColumns = FlatArena(count: chunkSamples * g.outputPixels * g.windowCount)
+        switch fusedPooling {
+        case .inPlace:
+            return
+        case .unfolded:
+            columns = FlatArena(count: unfoldedCount)
+            convolved = FlatArena(count: chunkSamples * g.outputPixels * filters)
+            kernelByFilter = FlatArena(count: kernel.count)
+            dKernelByFilter = FlatArena(count: kernel.count)
+            scatterGradients = FlatArena(count: pooledCount / filters)
+            scatterPixels.deallocate()
+            scatterPixels = .allocate(capacity: pooledCount / filters)
+        case nil:
+            columns = FlatArena(count: unfoldedCount)
+            dColumns = FlatArena(count: unfoldedCount)
+        }
     }
 
     /// Unfolds samples [start, start + count) of `input` into the column buffer.
@@ -161,35 +196,73 @@ public final class Conv2D: FusingLayer, @unchecked Sendable {
         }
     }
 
-    /// A convolution read in place (window of at most 32 values, "valid", ReLU or none, filters a multiple of 16)
-    /// fuses with a 2 × 2 stride-2 max pooling after it: `convolveMaxPoolForward` and `convolveMaxPoolBackward`.
-    public func fuses(with next: any Layer) -> Bool {
-        guard multipliesByHand, filters % 16 == 0, padding == .valid, let g = geometry, let pool = next as? Pooling2D, pool.kind == .max,
-              let p = pool.geometry, p.isTwoByTwoTiling, p.inputHeight == g.outputHeight, p.inputWidth == g.outputWidth else { return false }
+    /// A "valid" convolution with ReLU or no activation and a multiple of 16 filters fuses with a 2 × 2 stride-2
+    /// max pooling after it: read in place by hand when it multiplies by hand and owes no input gradient, through
+    /// im2col and the GEMM otherwise.
+    public func fuse(with next: any Layer, needsInputGradient: Bool) -> Bool {
+        guard filters % 16 == 0, padding == .valid, activation == .relu || activation == .identity, let g = geometry,
+              let pool = next as? Pooling2D, pool.kind == .max, let p = pool.geometry, p.isTwoByTwoTiling,
+              p.inputHeight == g.outputHeight, p.inputWidth == g.outputWidth else { return false }
+        fusedPooling = multipliesByHand && !needsInputGradient ? .inPlace : .unfolded
         pooledCount = p.outputPixels * filters
         return true
     }
 
     public func forward(fusedWith next: any Layer, parameters: UnsafePointer<Float>, input: UnsafePointer<Float>,
                         output: UnsafeMutablePointer<Float>, rows: Int, context: LayerContext) {
-        guard let g = geometry, let pooledCount else { preconditionFailure("Conv2D.forward(fusedWith:) before fuses(with:)") }
-        let offsets = UnsafeBufferPointer(windowOffsets)
-        for s in 0..<rows {
-            convolveMaxPoolForward(input + s * g.inputCount, g, offsets: offsets, kernel: parameters + kernel.offset, filters: filters,
-                                   bias: parameters + bias.offset, relu: activation == .relu,
-                                   pooled: output + s * pooledCount, window: poolWindows.baseAddress! + s * pooledCount)
+        guard let g = geometry, let fusedPooling else { preconditionFailure("Conv2D.forward(fusedWith:) before fuse(with:)") }
+        let windows = poolWindows.baseAddress!, relu = activation == .relu
+        switch fusedPooling {
+        case .inPlace:
+            let offsets = UnsafeBufferPointer(windowOffsets)
+            for s in 0..<rows {
+                convolveMaxPoolForward(input + s * g.inputCount, g, offsets: offsets, kernel: parameters + kernel.offset, filters: filters,
+                                       bias: parameters + bias.offset, relu: relu,
+                                       pooled: output + s * pooledCount, window: windows + s * pooledCount)
+            }
+        case .unfolded:
+            for start in stride(from: 0, to: rows, by: chunkSamples) {
+                let count = min(chunkSamples, rows - start)
+                unfold(input, g, start: start, count: count)
+                gemm(.none, .none, m: count * g.outputPixels, n: filters, k: g.windowCount, a: columns.base, lda: g.windowCount,
+                     b: parameters + kernel.offset, ldb: filters, beta: 0, c: convolved.base, ldc: filters)
+                biasActivationMaxPool(convolved.base, height: g.outputHeight, width: g.outputWidth, filters: filters, samples: count,
+                                      bias: parameters + bias.offset, relu: relu,
+                                      pooled: output + start * pooledCount, window: windows + start * pooledCount)
+            }
         }
     }
 
     public func backward(fusedWith next: any Layer, parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
                          input: UnsafePointer<Float>, output: UnsafePointer<Float>, dOutput: UnsafePointer<Float>,
-                         rows: Int, context: LayerContext) {
-        guard let g = geometry, let pooledCount else { preconditionFailure("Conv2D.backward(fusedWith:) before fuses(with:)") }
-        let offsets = UnsafeBufferPointer(windowOffsets)
-        for s in 0..<rows {
-            convolveMaxPoolBackward(input + s * g.inputCount, g, offsets: offsets, filters: filters, pooled: output + s * pooledCount,
-                                    dPooled: dOutput + s * pooledCount, window: poolWindows.baseAddress! + s * pooledCount,
-                                    relu: activation == .relu, dKernel: gradients + kernel.offset, dBias: gradients + bias.offset)
+                         dInput: UnsafeMutablePointer<Float>?, rows: Int, context: LayerContext) {
+        guard let g = geometry, let fusedPooling else { preconditionFailure("Conv2D.backward(fusedWith:) before fuse(with:)") }
+        let windows = poolWindows.baseAddress!, relu = activation == .relu
+        switch fusedPooling {
+        case .inPlace:
+            precondition(dInput == nil, "Conv2D fused in place gives no input gradient")
+            let offsets = UnsafeBufferPointer(windowOffsets)
+            for s in 0..<rows {
+                convolveMaxPoolBackward(input + s * g.inputCount, g, offsets: offsets, filters: filters, pooled: output + s * pooledCount,
+                                        dPooled: dOutput + s * pooledCount, window: windows + s * pooledCount,
+                                        relu: relu, dKernel: gradients + kernel.offset, dBias: gradients + bias.offset)
+            }
+        case .unfolded:
+            if dInput != nil {
+                transpose(parameters + kernel.offset, rows: g.windowCount, columns: filters, into: kernelByFilter.base)
+            }
+            dKernelByFilter.zero()
+            // One sample at a time: its input and input gradient (2 × 21 KB in keras.io's convnet) stay in L1 while
+            // the scatter reads and adds into them (three samples, 2 × 65 KB, would spill into L2).
+            for s in 0..<rows {
+                let at = s * pooledCount
+                convolveMaxPoolBackwardScatter(images: input + s * g.inputCount, samples: 1, g,
+                                               filters: filters, pooled: output + at, dPooled: dOutput + at, window: windows + at,
+                                               relu: relu, kernelByFilter: kernelByFilter.base, dKernelByFilter: dKernelByFilter.base,
+                                               dBias: gradients + bias.offset, dImages: dInput.map { $0 + s * g.inputCount },
+                                               list: (scatterPixels.baseAddress!, scatterGradients.base))
+            }
+            transpose(dKernelByFilter.base, rows: filters, columns: g.windowCount, into: gradients + kernel.offset, accumulate: true)
         }
     }
 }

@@ -57,23 +57,25 @@ public protocol Layer: AnyObject, Sendable {
                   dInput: UnsafeMutablePointer<Float>?, rows: Int, activationIsFused: Bool, context: LayerContext) throws
 }
 
-/// A layer that can run together with the layer after it, as one pass that never writes its own output: a first
+/// A layer that can run together with the layer after it, as one pass that never writes its own output: a
 /// convolution and the max pooling after it, where that output is the model's largest tensor. `Sequential` asks
-/// its first layer once, when the model is built (a first layer owes no input gradient); from then on the pair runs
-/// through the two methods below, with the second layer's output and output gradient.
+/// each such layer once, when the model is built; from then on the pair runs through the two methods below, with
+/// the second layer's output and output gradient.
 public protocol FusingLayer: Layer {
-    /// Whether this layer, as a model's first, fuses with `next`. A layer answering true must then run the pair.
-    func fuses(with next: any Layer) -> Bool
+    /// Asks the layer to run fused with `next` from now on; returns whether it will (it then prepares for it, and
+    /// `reserve` allocates what the pair keeps). `needsInputGradient`: whether the pair owes the gradient w.r.t. its
+    /// input (false for a model's first layer).
+    func fuse(with next: any Layer, needsInputGradient: Bool) -> Bool
 
     /// `output` (the next layer's output) ← the next layer on this layer on `rows` examples of `input`.
     func forward(fusedWith next: any Layer, parameters: UnsafePointer<Float>, input: UnsafePointer<Float>,
                  output: UnsafeMutablePointer<Float>, rows: Int, context: LayerContext) throws
 
     /// Given `dOutput`, the loss gradient w.r.t. the next layer's `output`, accumulates both layers' parameter
-    /// gradients into `gradients`.
+    /// gradients into `gradients` and, when `dInput` is given, writes the gradient w.r.t. the pair's input.
     func backward(fusedWith next: any Layer, parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
                   input: UnsafePointer<Float>, output: UnsafePointer<Float>, dOutput: UnsafePointer<Float>,
-                  rows: Int, context: LayerContext) throws
+                  dInput: UnsafeMutablePointer<Float>?, rows: Int, context: LayerContext) throws
 }
 
 extension Layer {

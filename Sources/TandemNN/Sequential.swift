@@ -32,9 +32,9 @@ public final class Sequential: @unchecked Sendable {
     public let gradients: FlatArena
     /// The seed the parameters were initialized from (Glorot-uniform kernels in layer order).
     public let seed: UInt64
-    /// Whether the first two layers run as one pass (a first convolution and the max pooling after it: see
-    /// ``FusingLayer``).
-    public var runsFirstPairFused: Bool { fusedFirstPair != nil }
+    /// The first layer of each pair of layers that runs as one pass (a convolution and the max pooling after it:
+    /// see ``FusingLayer``), in order.
+    public var fusedPairs: [Int] { pairedWithNext.indices.filter { pairedWithNext[$0] != nil } }
     /// The most rows one forward may take (grown by `reserve`, never per step).
     public private(set) var maxBatchSize = 0
     /// The optimizer and loss `compile(optimizer:loss:metrics:)` chose, for `fit`.
@@ -46,8 +46,8 @@ public final class Sequential: @unchecked Sendable {
     private var lastInput: UnsafePointer<Float>?
     private var lastRows = 0
     private var lastContext = LayerContext.inference
-    /// The first layer when it runs fused with the second (see `FusingLayer`): a first convolution and its pooling.
-    private let fusedFirstPair: (any FusingLayer)?
+    /// pairedWithNext[l]: layer l when it runs fused with layer l + 1 (see `FusingLayer`); nobody writes its output.
+    private let pairedWithNext: [(any FusingLayer)?]
     /// Where the layers were placed when the model was built: what `reserve` checks memory against.
     private let placement: ModelSpec.Placement
     /// activationTakenOver[l]: layer l + 1's backward applies layer l's activation derivative.
@@ -70,7 +70,17 @@ public final class Sequential: @unchecked Sendable {
         outputShapes = placement.outputShapes
         parameterCount = placement.parameterCount
         trainableCount = placement.trainableCount
-        fusedFirstPair = layers.count > 1 ? (layers[0] as? any FusingLayer).flatMap { $0.fuses(with: layers[1]) ? $0 : nil } : nil
+        var paired = [(any FusingLayer)?](repeating: nil, count: layers.count)
+        var index = 0
+        while index + 1 < layers.count {
+            if let layer = layers[index] as? any FusingLayer, layer.fuse(with: layers[index + 1], needsInputGradient: index > 0) {
+                paired[index] = layer
+                index += 2
+            } else {
+                index += 1
+            }
+        }
+        pairedWithNext = paired
         activationTakenOver = layers.indices.map { $0 + 1 < layers.count && layers[$0 + 1].absorbsActivationBackward(of: layers[$0].activation) }
         parameters = FlatArena(count: parameterCount)
         gradients = FlatArena(count: parameterCount + Self.statisticsSlots)
@@ -111,8 +121,8 @@ public final class Sequential: @unchecked Sendable {
         guard rows > maxBatchSize else { return }
         try placement.checkFitsInMemory(maxBatchSize: rows, optimizerSlots: 0)
         maxBatchSize = rows
-        // A fused first pair never writes the first layer's output nor its gradient: no buffers for them.
-        let kept = outputShapes.indices.map { fusedFirstPair == nil || $0 != 0 ? rows * outputShapes[$0].reduce(1, *) : 0 }
+        // A fused pair never writes its first layer's output nor its gradient: no buffers for them.
+        let kept = outputShapes.indices.map { pairedWithNext[$0] == nil ? rows * outputShapes[$0].reduce(1, *) : 0 }
         outputs = kept.map { FlatArena(count: $0) }
         dOutputs = kept.map { FlatArena(count: $0) }
         for layer in layers { layer.reserve(maxBatchSize: rows) }
@@ -136,14 +146,17 @@ public final class Sequential: @unchecked Sendable {
         lastInput = input
         lastRows = rows
         lastContext = context
-        var current = input
-        if let pair = fusedFirstPair {
-            try pair.forward(fusedWith: layers[1], parameters: parameters.base, input: input, output: outputs[1].base, rows: rows, context: context)
-            current = UnsafePointer(outputs[1].base)
-        }
-        for index in (fusedFirstPair == nil ? 0 : 2)..<layers.count {
-            try layers[index].forward(parameters: parameters.base, input: current, output: outputs[index].base, rows: rows, context: context)
+        var current = input, index = 0
+        while index < layers.count {
+            if let pair = pairedWithNext[index] {
+                index += 1
+                try pair.forward(fusedWith: layers[index], parameters: parameters.base, input: current, output: outputs[index].base,
+                                 rows: rows, context: context)
+            } else {
+                try layers[index].forward(parameters: parameters.base, input: current, output: outputs[index].base, rows: rows, context: context)
+            }
             current = UnsafePointer(outputs[index].base)
+            index += 1
         }
         return outputs[layers.count - 1].base
     }
@@ -164,20 +177,26 @@ public final class Sequential: @unchecked Sendable {
                          afterLayer: (Int) throws -> Void) throws {
         let gradientBase = target ?? gradients.base
         guard let input = lastInput else { preconditionFailure("backward() before forward()") }
-        for index in stride(from: layers.count - 1, through: fusedFirstPair == nil ? 0 : 2, by: -1) {
-            let layerInput = index == 0 ? input : UnsafePointer(outputs[index - 1].base)
+        var index = layers.count - 1
+        while index >= 0 {
+            if index > 0, let pair = pairedWithNext[index - 1] {
+                let first = index - 1
+                try pair.backward(fusedWith: layers[index], parameters: parameters.base, gradients: gradientBase,
+                                  input: first == 0 ? input : UnsafePointer(outputs[first - 1].base),
+                                  output: outputs[index].base, dOutput: dOutputs[index].base,
+                                  dInput: first == 0 ? nil : dOutputs[first - 1].base, rows: lastRows, context: lastContext)
+                try afterLayer(index)
+                try afterLayer(first)
+                index -= 2
+                continue
+            }
             try layers[index].backward(
-                parameters: parameters.base, gradients: gradientBase, input: layerInput,
+                parameters: parameters.base, gradients: gradientBase, input: index == 0 ? input : UnsafePointer(outputs[index - 1].base),
                 output: outputs[index].base, dOutput: dOutputs[index].base,
                 dInput: index == 0 ? nil : dOutputs[index - 1].base, rows: lastRows,
                 activationIsFused: index == layers.count - 1 ? lossFusesLastActivation : activationTakenOver[index], context: lastContext)
             try afterLayer(index)
-        }
-        if let pair = fusedFirstPair {
-            try pair.backward(fusedWith: layers[1], parameters: parameters.base, gradients: gradientBase, input: input,
-                              output: outputs[1].base, dOutput: dOutputs[1].base, rows: lastRows, context: lastContext)
-            try afterLayer(1)
-            try afterLayer(0)
+            index -= 1
         }
     }
 

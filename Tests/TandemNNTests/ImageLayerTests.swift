@@ -32,6 +32,16 @@ import Testing
         Case(name: "first conv stride 2 on 2 channels, no activation → max pool (fused) → dense", inputShape: [11, 11, 2]) {
             [Conv2D(16, kernelSize: 3, strides: 2), MaxPool2D(poolSize: 2), Flatten(), Dense(3, activation: .softmax)]
         },
+        // (Smooth activations before the fused pairs below: with a ReLU there too, too many units sit within a finite
+        // difference of zero; `fusedPairsWithAnInputGradientMatchTheTape` has ReLUs throughout.)
+        Case(name: "conv tanh → max pool → conv relu, 16 filters → max pool (fused, scattering the input gradient) → dense", inputShape: [8, 8, 1]) {
+            [Conv2D(3, kernelSize: 3, activation: .tanh), MaxPool2D(poolSize: 2), Conv2D(16, kernelSize: 2, activation: .relu),
+             MaxPool2D(poolSize: 2), Flatten(), Dropout(rate: 0.3), Dense(3, activation: .softmax)]
+        },
+        Case(name: "conv tanh, same → conv stride 2, no activation → max pool (fused, scattering the input gradient) → dense", inputShape: [6, 6, 2]) {
+            [Conv2D(3, kernelSize: 3, padding: .same, activation: .tanh), Conv2D(16, kernelSize: 2, strides: 2), MaxPool2D(poolSize: 2),
+             Flatten(), Dense(3, activation: .softmax)]
+        },
         Case(name: "dense tanh → batch norm (flat) → dense", inputShape: [5]) {
             [Dense(4, activation: .tanh), BatchNormalization(epsilon: 0.01), Dense(3, activation: .softmax)]
         },
@@ -153,7 +163,7 @@ import Testing
             Flatten()
             Dense(3, activation: .softmax)
         }
-        #expect(model.runsFirstPairFused)
+        #expect(model.fusedPairs == [0])
         for i in 0..<16 { model.parameters[144 + i] = 0.05 * Float(i) - 0.35 }   // biases either side of zero
         let convolution = try #require(WindowGeometry(input: (9, 9, 1), window: (3, 3), strides: (1, 1), padding: .valid))
         let pooling = try #require(WindowGeometry(input: (7, 7, 16), window: (2, 2), strides: (2, 2), padding: .valid))
@@ -161,6 +171,34 @@ import Testing
                                    shapes: ["k": [9, 16], "b": [16], "w": [144, 3], "wb": [3]]) { images, v in
             let pooled = maxPool2d(conv2d(images, v[0], v[1], geometry: convolution, activation: .relu), geometry: pooling)
             return addBias(matmul(pooled, v[2]), v[3])
+        }
+    }
+
+    /// keras.io's convnet in small: both convolutions run fused with their pooling, the second through im2col + GEMM
+    /// forward and a scatter of the nonzero pooled gradients backward (into its kernel and its input's gradient).
+    /// The tape runs every layer apart and gives the same loss and gradients.
+    @Test func fusedPairsWithAnInputGradientMatchTheTape() throws {
+        let model = try Sequential(inputShape: [14, 14, 1], seed: 3, maxBatchSize: 5) {
+            Conv2D(16, kernelSize: 3, activation: .relu)
+            MaxPool2D(poolSize: 2)
+            Conv2D(16, kernelSize: 3, activation: .relu)
+            MaxPool2D(poolSize: 2)
+            Flatten()
+            Dense(3, activation: .softmax)
+        }
+        #expect(model.fusedPairs == [0, 2])
+        for view in model.parameterViews where view.name.hasSuffix("bias") {
+            for i in 0..<view.count { model.parameters[view.offset + i] = 0.04 * Float(i % 9) - 0.15 }   // either side of zero
+        }
+        let g1 = try #require(WindowGeometry(input: (14, 14, 1), window: (3, 3), strides: (1, 1), padding: .valid))
+        let p1 = try #require(WindowGeometry(input: (12, 12, 16), window: (2, 2), strides: (2, 2), padding: .valid))
+        let g2 = try #require(WindowGeometry(input: (6, 6, 16), window: (3, 3), strides: (1, 1), padding: .valid))
+        let p2 = try #require(WindowGeometry(input: (4, 4, 16), window: (2, 2), strides: (2, 2), padding: .valid))
+        try Self.expectTapeMatches(model, input: testValues(5 * model.inputSize, seed: 2, magnitude: 1), labels: [1, 0, 2, 2, 1],
+                                   shapes: ["k1": [9, 16], "b1": [16], "k2": [144, 16], "b2": [16], "w": [64, 3], "wb": [3]]) { images, v in
+            var h = maxPool2d(conv2d(images, v[0], v[1], geometry: g1, activation: .relu), geometry: p1)
+            h = maxPool2d(conv2d(h, v[2], v[3], geometry: g2, activation: .relu), geometry: p2)
+            return addBias(matmul(h, v[4]), v[5])
         }
     }
 
