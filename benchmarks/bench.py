@@ -8,8 +8,9 @@ ratios hold).
                                 [--no-cnn | --only-cnn [--no-tandem]] [--cnn-epochs 3]
 
 The convnet section (keras.io's MNIST convnet, configs/fashion-mnist-cnn.json) opens every round, before the MLPs:
-floor_cnn alone, two floor_cnn at batch 64 at once plus the raw all-reduce of its 34,826 floats (the floor's 2-process
-bound), tandem in one process, with --replicas 2 and under mpirun -np 2 (global batch 128 in all), and TensorFlow's
+floor_cnn alone (its GEMM backward, the issue's yardstick, and --sparse, the scatter backward tandem's fused
+convolution + pooling also uses), two floor_cnn at batch 64 at once plus the raw all-reduce of its 34,826 floats (the
+floor's 2-process bound), tandem in one process, with --replicas 2 and under mpirun -np 2 (global batch 128 in all), and TensorFlow's
 model.fit on the whole machine (benchmarks/tensorflow/cnn.py) where a Python with TensorFlow is at hand.
 
 `./launch.sh bench` builds tandem (and the floor, when it has no binaries yet) and runs this. Raw records stay in
@@ -147,6 +148,7 @@ def measure_cnn(tandem, floor_cnn, floor_allreduce, out, r, epochs, tf_python, m
     """One round of the convnet section (seed r; tandem None: the floor and TensorFlow only)."""
     e = ["--epochs", str(epochs)]
     run([floor_cnn, *e, "--seed", "1"], f"{out}/floor-cnn-{r}.json")
+    run([floor_cnn, *e, "--seed", "1", "--sparse"], f"{out}/floor-cnn-sparse-{r}.json")
     # The floor's 2-process bound: two floors at batch 64 at once, one per core as mpirun places two ranks (a step
     # with both cores busy), plus the raw all-reduce of the convnet's gradient.
     run_together([(["taskset", "-c", str(core), floor_cnn, *e, "--batch", "64", "--seed", str(core + 1)],
@@ -187,7 +189,7 @@ def report_cnn(out, rounds):
         # all-reduce of the gradient per step (on one host it is CPU work on the same cores: no free overlap).
         busy = max(seconds(load(f"floor-cnn-busy{core}-{r}.json")) for core in (0, 1))
         return CNN_STEPS * (busy / (60000 // 64) + load(f"allreduce-{CNN_PARAMETERS}-{r}.json")["median_us"] * 1e-6)
-    jobs = {"floor": lambda r: load(f"floor-cnn-{r}.json"), "tandem": lambda r: load(f"tandem-cnn-{r}.jsonl"),
+    jobs = {"floor": lambda r: load(f"floor-cnn-{r}.json"), "sparse": lambda r: load(f"floor-cnn-sparse-{r}.json"), "tandem": lambda r: load(f"tandem-cnn-{r}.jsonl"),
             "threads": lambda r: load(f"threads-cnn-{r}.jsonl"), "mirrored": lambda r: load(f"mirrored-cnn-{r}.jsonl"),
             "tf": lambda r: load(f"tf-cnn-{r}.json")}
     times = {job: [seconds(get(r)) for r in range(1, rounds + 1)] for job, get in jobs.items()}
@@ -195,11 +197,11 @@ def report_cnn(out, rounds):
     def figure(job):
         values = [v for v in times[job] if v is not None]
         return f"{median(values):8.3f}" if values else f"{'-':>8}"
-    def ratio(a, b, bar):  # median over rounds of the same round's ratio, against its bar
+    def ratio(a, b, bar=None):  # median over rounds of the same round's ratio, against its bar
         values = [x / y for x, y in zip(times[a], times[b]) if x is not None and y is not None]
         if not values:
             return "-"
-        return f"{median(values):.2f}x (bar <= {bar}: {'met' if median(values) <= bar else 'MISSED'})"
+        return f"{median(values):.2f}x" + (f" (bar <= {bar}: {'met' if median(values) <= bar else 'MISSED'})" if bar else "")
     def accuracy(job):
         values = [record["test_accuracy"] for record in map(jobs[job], range(1, rounds + 1)) if record and "test_accuracy" in record]
         return f"{median(values):.4f} [{min(values):.4f}-{max(values):.4f}]" if values else "-"
@@ -210,7 +212,8 @@ def report_cnn(out, rounds):
     print(f"Convnet (keras.io's MNIST convnet, {CNN_CONFIG}), global batch 128, {settings['epochs']} epochs; s/epoch: medians of "
           f"epochs 2..{settings['epochs']}, then over {rounds} rounds; ratios: median of each round's ratio")
     rows = [("floor_cnn, one process, one BLAS thread", "floor", ""),
-            ("tandem, one process", "tandem", f"tandem / floor {ratio('tandem', 'floor', 1.1)}"),
+            ("floor_cnn --sparse, one process", "sparse", "conv2's backward as a scatter of the nonzero pooled gradients"),
+            ("tandem, one process", "tandem", f"tandem / floor {ratio('tandem', 'floor', 1.1)}; / floor --sparse {ratio('tandem', 'sparse')}"),
             ("floor 2-process bound", "bound", f"{CNN_STEPS} x (a batch-64 step with both cores busy + all-reduce of {CNN_PARAMETERS} floats, {allreduce:.1f} us)"),
             ("tandem --replicas 2", "threads", f"/ floor 2-process bound {ratio('threads', 'bound', 1.1)}; / TensorFlow {ratio('threads', 'tf', 0.75)}"),
             ("tandem mpirun -np 2", "mirrored", f"/ floor 2-process bound {ratio('mirrored', 'bound', 1.1)}; / TensorFlow {ratio('mirrored', 'tf', 0.75)}"),

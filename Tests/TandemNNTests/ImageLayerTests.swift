@@ -202,6 +202,66 @@ import Testing
         }
     }
 
+    /// Batch normalization (after a convolution and after a dense layer) and dropout, recorded on the tape from its
+    /// primitives: per-channel means and variances as products with a ones row and a channel-selection matrix, the
+    /// deviation as exp(½ log(variance + ε)), and dropout as a product with the layer's own mask (drawn by running
+    /// the model's Dropout on ones, with the step's context). The layers give the same loss and gradients.
+    @Test func batchNormalizationAndDropoutMatchTheTape() throws {
+        let rows = 6
+        let model = try Sequential(inputShape: [6, 6, 2], seed: 4, maxBatchSize: rows) {
+            Conv2D(4, kernelSize: 3, activation: .relu)
+            BatchNormalization(momentum: 0.9)
+            Flatten()
+            Dropout(rate: 0.3)
+            Dense(5, activation: .tanh)
+            BatchNormalization(epsilon: 0.01)
+            Dense(3, activation: .softmax)
+        }
+        for view in model.parameterViews where view.name.hasSuffix("gamma") || view.name.hasSuffix("beta") {
+            let values = testValues(view.count, seed: UInt64(view.offset + 3), magnitude: 0.4)
+            for i in 0..<view.count { model.parameters[view.offset + i] = values[i] + (view.name.hasSuffix("gamma") ? 1 : 0) }
+        }
+        // The mask the step draws: the model's own Dropout on ones, in the context `accumulateGradients` uses.
+        let features = 4 * 4 * 4
+        let ones = [Float](repeating: 1, count: rows * features)
+        var mask = [Float](repeating: 0, count: rows * features)
+        try ones.withUnsafeBufferPointer { input in
+            try mask.withUnsafeMutableBufferPointer { output in
+                try model.layers[3].forward(parameters: model.parameters.base, input: input.baseAddress!, output: output.baseAddress!,
+                                            rows: rows, context: LayerContext(training: true, globalRows: rows))
+            }
+        }
+        #expect(mask.contains(0) && mask.contains { $0 > 1 }, "the mask drops nothing or keeps nothing")
+        let convolution = try #require(WindowGeometry(input: (6, 6, 2), window: (3, 3), strides: (1, 1), padding: .valid))
+        try Self.expectTapeMatches(model, input: testValues(rows * model.inputSize, seed: 12, magnitude: 1), labels: [0, 1, 2, 2, 1, 0],
+                                   shapes: ["k1": [18, 4], "b1": [4], "gamma1": [4], "beta1": [4], "w2": [64, 5], "b2": [5],
+                                            "gamma2": [5], "beta2": [5], "w3": [5, 3], "b3": [3]]) { images, v in
+            var h = Self.batchNormalization(conv2d(images, v[0], v[1], geometry: convolution, activation: .relu), gamma: v[2], beta: v[3],
+                                            channels: 4, epsilon: 1e-3)
+            h = h * images.tape.constant(Tensor(shape: [rows, features], scalars: mask))
+            h = Self.batchNormalization(addBias(matmul(h, v[4]), v[5], activation: .tanh), gamma: v[6], beta: v[7], channels: 5, epsilon: 0.01)
+            return addBias(matmul(h, v[8]), v[9])
+        }
+    }
+
+    /// Batch normalization in training, on the tape's primitives: `x` [rows, pixels · channels], statistics per
+    /// channel over every row and pixel (biased variance, as Keras), then γ (x − mean) / √(variance + ε) + β.
+    static func batchNormalization(_ x: ArenaTape.Value, gamma: ArenaTape.Value, beta: ArenaTape.Value, channels: Int,
+                                   epsilon: Float) -> ArenaTape.Value {
+        let tape = x.tape, columns = x.columns
+        // selection[j, k] = 1 where column j holds channel k (NHWC: channels vary fastest).
+        var selection = [Float](repeating: 0, count: columns * channels)
+        for j in 0..<columns { selection[j * channels + j % channels] = 1 }
+        let select = tape.constant(Tensor(shape: [columns, channels], scalars: selection))
+        let onesRow = tape.constant(Tensor(shape: [1, x.rows], scalars: [Float](repeating: 1, count: x.rows)))
+        let count = Float(x.rows * columns / channels)
+        let mean = matmul(matmul(onesRow, x), select) * (1 / count)
+        let centered = x - matmul(mean, select, transposeB: true)
+        let variance = matmul(matmul(onesRow, square(centered)), select) * (1 / count)
+        let deviation = exp(log(variance + tape.constant(Tensor(epsilon))) * 0.5)
+        return centered * matmul(gamma / deviation, select, transposeB: true) + matmul(beta, select, transposeB: true)
+    }
+
     @Test func shapesParametersAndNamesFollowKeras() throws {
         let model = try Sequential(inputShape: [28, 28, 1], maxBatchSize: 2) {
             Conv2D(32, kernelSize: 3, activation: .relu)
