@@ -25,8 +25,9 @@ public final class MPICommunicator: Communicator {
     /// Receive buffer of the all-reduce and the fixed-tree sum (see `scratch(count:)`).
     private var scratchBuffer: UnsafeMutablePointer<Float>?
     private var scratchCapacity = 0
-    /// Requests of the gradient buckets in flight (capacity fixed at start: no allocation per step).
-    private let bucketRequests: UnsafeMutablePointer<MPI_Request?>
+    /// The gradient buckets' exchanges, in the order a step starts them: made when a bucket is first started,
+    /// restarted by every later step (see `BucketExchange`).
+    private var bucketExchanges: [BucketExchange] = []
     private var bucketsInFlight = 0
     private static let maxBuckets = 256
 
@@ -62,13 +63,11 @@ public final class MPICommunicator: Communicator {
         self.rank = Int(rank)
         self.size = Int(size)
         stallInspector = try StallInspector(world: world, rank: Int(rank), size: Int(size), timeoutSeconds: stallTimeoutSeconds, action: stallAction)
-        bucketRequests = .allocate(capacity: Self.maxBuckets)
     }
 
     deinit {
         wireBuffer?.deallocate()
         scratchBuffer?.deallocate()
-        bucketRequests.deallocate()
     }
 
     /// Note [All-reduce without allocation]: Open MPI 4.1's MPI_Allreduce (coll/tuned, which picks its ring for a
@@ -155,24 +154,34 @@ public final class MPICommunicator: Communicator {
         guard bucketsInFlight < Self.maxBuckets else {
             throw TandemError(.usage, "more than \(Self.maxBuckets) gradient buckets in one step; use a larger bucket size")
         }
-        let code = MPI_Iallreduce(tandem_mpi_in_place(), buffer, Int32(count), tandem_mpi_float(), tandem_mpi_sum(), world,
-                                  bucketRequests + bucketsInFlight)
-        if code != MPI_SUCCESS { try Self.check(code, "starting the all-reduce of a \(count)-float gradient bucket") }
+        let slot = bucketsInFlight
+        if slot == bucketExchanges.count || bucketExchanges[slot].buffer != buffer || bucketExchanges[slot].count != count {
+            // A bucket not seen in this place before (the first step, or buckets laid out anew): make its exchange.
+            let exchange = try BucketExchange(buffer: buffer, count: count, rank: rank, size: size, tag: Int32(1000 + slot), world: world)
+            if slot == bucketExchanges.count { bucketExchanges.append(exchange) } else { bucketExchanges[slot] = exchange }
+        }
+        try bucketExchanges[slot].start()
         bucketsInFlight += 1
     }
 
     public func progressGradientBuckets() throws {
-        guard bucketsInFlight > 0 else { return }
-        var done: Int32 = 0
-        let code = MPI_Testall(Int32(bucketsInFlight), bucketRequests, &done, nil)
-        if code != MPI_SUCCESS { try Self.check(code, "progressing gradient buckets") }
+        for slot in 0..<bucketsInFlight {
+            let code = bucketExchanges[slot].advance(wait: false)
+            if code != MPI_SUCCESS { try Self.check(code, "progressing gradient buckets") }
+        }
     }
 
     public func finishGradientBuckets() throws {
         guard bucketsInFlight > 0 else { return }
         let count = bucketsInFlight
         bucketsInFlight = 0
-        try collective(.allreduce, count: count) { MPI_Waitall(Int32(count), bucketRequests, nil) }
+        try collective(.allreduce, count: count) {
+            for slot in 0..<count {
+                let code = bucketExchanges[slot].advance(wait: true)
+                if code != MPI_SUCCESS { return code }
+            }
+            return MPI_SUCCESS
+        }
     }
 
     /// Binary tree by rank: at stride s, rank r (a multiple of 2s) receives rank r + s's partial sum and adds it;
@@ -240,6 +249,7 @@ public final class MPICommunicator: Communicator {
 
     public func finalize() {
         stallInspector.stop()
+        bucketExchanges = []   // their requests are freed before MPI ends
         MPI_Finalize()
     }
 
@@ -250,7 +260,7 @@ public final class MPICommunicator: Communicator {
         if code != MPI_SUCCESS { try Self.check(code, kind.describe(count: count)) }
     }
 
-    private static func check(_ code: Int32, _ what: String) throws {
+    static func check(_ code: Int32, _ what: String) throws {
         guard code != MPI_SUCCESS else { return }
         var text = [CChar](repeating: 0, count: Int(MPI_MAX_ERROR_STRING))
         var length: Int32 = 0

@@ -37,12 +37,19 @@ extension EndToEnd {
             Self.expectNoAllocations(outcome, ["fused local 0", "tape local 0", "fused threads 0", "tape threads 0"])
         }
 
-        /// 2 ranks of one replica each, then 2 ranks of 2 replica threads each (hybrid).
+        /// 2 ranks of one replica each, then 2 ranks of 2 replica threads each (hybrid); then gradient buckets
+        /// exchanged while backward runs (4 buckets of the mlp's 15,912 floats), on 2 and on 3 ranks (a rank beyond
+        /// the largest power of two folds its buckets into a partner's).
         @Test func twoMPIRanksAllocateNothingPerStep() throws {
             let outcome = try TandemProcess.mpirun(ranks: 2, program: TandemProcess.sibling("CountAllocations"), ["--config", Self.config],
                                                    timeoutSeconds: 300)
             Self.expectNoAllocations(outcome, ["fused mpi 0", "fused mpi 1", "tape mpi 0", "tape mpi 1",
                                                "fused mpi-threads 0", "fused mpi-threads 1", "tape mpi-threads 0", "tape mpi-threads 1"])
+            for ranks in [2, 3] {
+                let buckets = try TandemProcess.mpirun(ranks: ranks, program: TandemProcess.sibling("CountAllocations"),
+                                                       ["--config", Self.config, "--bucket-size", "4000"], timeoutSeconds: 300)
+                Self.expectNoAllocations(buckets, (0..<ranks).map { "fused mpi \($0)" })
+            }
         }
 
         /// The convnets: nothing allocated per step in one process and on 2 replica threads with synchronized batch
