@@ -32,8 +32,7 @@ runExample("KerasStyle") {
     }
     if let path = options.save {
         try model.save(to: path, job: try model.jobConfig(for: data, epochs: options.epochs, batchSize: options.batchSize,
-                                                          validationSplit: 0.1, reductionGroups: options.reductionGroups),
-                       scaling: DataSource(data, validationSplit: 0.1).scaling)
+                                                          validationSplit: 0.1, reductionGroups: options.reductionGroups))
         print("Saved \(path)")
     }
 }

@@ -143,25 +143,7 @@ public struct Examples: Sendable {
 
 }
 
-/// The per-feature affine map x′ = x · scale[c] + shift[c] applied while a batch is converted.
-public struct FeatureScaling: Sendable, Equatable {
-    public var scale: [Float]
-    public var shift: [Float]
-
-    public init(scale: [Float], shift: [Float]) {
-        self.scale = scale
-        self.shift = shift
-    }
-
-    public static func identity(features: Int) -> FeatureScaling {
-        FeatureScaling(scale: .init(repeating: 1, count: features), shift: .init(repeating: 0, count: features))
-    }
-
-    /// Pixels / 255.
-    public static func unit(features: Int) -> FeatureScaling {
-        FeatureScaling(scale: .init(repeating: 1 / 255, count: features), shift: .init(repeating: 0, count: features))
-    }
-
+extension FeatureScaling {
     /// Raschka's standardization: each feature's training mean removed, divided by the training set's overall std.
     public static func standardized(on examples: Examples, rows: [Int32]? = nil) -> FeatureScaling {
         let (means, std) = examples.statistics(rows: rows)

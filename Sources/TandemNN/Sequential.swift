@@ -39,6 +39,9 @@ public final class Sequential: @unchecked Sendable {
     public private(set) var maxBatchSize = 0
     /// The optimizer and loss `compile(optimizer:loss:metrics:)` chose, for `fit`.
     public internal(set) var compilation: Compilation?
+    /// The input scaling `fit` trained with (fitted on its training rows, without the validation rows), which
+    /// `evaluate` and `save` use after it; nil before any `fit`.
+    public var inputScaling: FeatureScaling?
 
     /// outputs[l] is layer l's output; dOutputs[l] is the loss gradient w.r.t. it.
     private var outputs: [FlatArena] = []

@@ -24,15 +24,17 @@ extension Sequential {
         let data = DataSource(dataset, validationSplit: validationSplit)
         let trained = try Trainer.run(job, on: data, strategy: strategy, start: TrainingStart(model: self), options: options)
         parameters.copy(from: trained.trainer.value.model.parameters)
+        inputScaling = data.scaling
         return trained.summary
     }
 
-    /// Loss and accuracy on `examples` (the dataset's test set when nil), with the scaling `fit` uses.
+    /// Loss and accuracy on `examples` (the dataset's test set when nil), scaled as the last `fit` scaled its
+    /// training rows (before any fit: the dataset's scaling fitted on all its training rows).
     public func evaluate(_ dataset: Dataset, on examples: Examples? = nil) throws -> LossStatistics {
         guard let compilation else { throw TandemError(.usage, "compile(optimizer:loss:) the model before evaluate") }
         guard let examples = examples ?? dataset.test else { throw TandemError(.usage, "the dataset has no test set; pass the examples to evaluate") }
         try reserve(maxBatchSize: 256)
-        let scaling = DataSource(dataset, validationSplit: 0).scaling
+        let scaling = inputScaling ?? DataSource(dataset, validationSplit: 0).scaling
         return try Evaluator(model: self, loss: compilation.loss, scaling: scaling, targetWidth: examples.targetWidth).evaluate(examples)
     }
 
@@ -50,9 +52,11 @@ extension Sequential {
     }
 
     /// Writes the parameters as a checkpoint under the names `tandem train` uses (`dense_0/kernel`, ...), with
-    /// the job and input scaling, so `tandem evaluate`, `predict` and `inspect` read it.
+    /// the job and input scaling (`scaling`, else the one `fit` trained with), so `tandem evaluate`, `predict` and
+    /// `inspect` read it.
     public func save(to path: String, job: JobConfig, scaling: FeatureScaling? = nil) throws {
-        try TrainingState.checkpoint(model: self, optimizer: nil, epoch: job.training.epochs, seed: seed, config: job, scaling: scaling)
+        try TrainingState.checkpoint(model: self, optimizer: nil, epoch: job.training.epochs, seed: seed, config: job,
+                                     scaling: scaling ?? inputScaling)
             .write(to: path)
     }
 

@@ -50,6 +50,32 @@ import Testing
         #expect(summary.epochs.allSatisfy { $0.validation == nil })
     }
 
+    /// `fit` keeps the scaling it trained with — standardization fitted on the rows the validation split leaves
+    /// for training — and `evaluate` uses it, so the test figures `evaluate` gives after `fit` are the ones `fit`
+    /// reported (fitted on every training row instead, the scaling differs, and so would they).
+    @Test func evaluateAfterFitScalesAsFitDid() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try directory.write("train.csv", text: classificationCSV(rows: 96, seed: 3))
+        try directory.write("test.csv", text: classificationCSV(rows: 40, seed: 4))
+        let data = #"{"format": "csv", "train": "train.csv", "test": "test.csv", "target": "label", "scaling": "standardize"}"#
+        let job = try JobConfig.load(path: try directory.write("job.json", text: classificationConfig(data: data)))
+        let dataset = try Dataset.load(job.data, relativeTo: job.sourcePath)
+        let model = try Sequential(inputSize: 4, seed: 7) {
+            Dense(8, activation: .tanh)
+            Dense(3, activation: .softmax)
+        }
+        try model.compile(optimizer: .adam(learningRate: 0.01), loss: .sparseCategoricalCrossentropy, metrics: [.accuracy])
+        #expect(model.inputScaling == nil)
+        let history = try model.fit(dataset, epochs: 3, batchSize: 16, validationSplit: 0.25, options: silentOptions())
+        let trainedScaling = DataSource(dataset, validationSplit: 0.25).scaling
+        #expect(model.inputScaling == trainedScaling)
+        #expect(trainedScaling != DataSource(dataset, validationSplit: 0).scaling)
+        let reported = try #require(history.test), evaluated = try model.evaluate(dataset)
+        #expect(evaluated.count == 40 && evaluated.correct == reported.correct && abs(evaluated.meanLoss - reported.meanLoss) < 1e-6,
+                "evaluate: \(evaluated.meanLoss), \(evaluated.correct); fit reported \(reported.meanLoss), \(reported.correct)")
+    }
+
     @Test func resumingGivesBitwiseIdenticalParameters() throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
