@@ -95,6 +95,13 @@ public final class GradientReducer {
         groupGradients[group].copy(from: gradients)
     }
 
+    /// Where group `group`'s gradient is kept until `reduce()`: a buffer of the arena's layout (the arena itself
+    /// with one group per replica). A loop that computes each group's gradient straight into it — the trainer does
+    /// — skips `collect(group:)`'s copy.
+    public func gradient(ofGroup group: Int) -> UnsafeMutablePointer<Float> {
+        groupGradients.isEmpty ? gradients.base : groupGradients[group].base
+    }
+
     /// Sums the gradient arena over every replica, in place: after it, every replica holds the same sum. With
     /// reduction groups, first this replica's groups in a fixed binary tree, then across replicas in rank order.
     /// `exactTail`: the last floats of the arena (a loss or hit count) stay float32 even with bf16 gradients.

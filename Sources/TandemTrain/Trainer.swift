@@ -81,9 +81,10 @@ public final class Trainer {
     }
     /// bucketAfterLayer[l]: the arena range to start reducing once layer l's backward is done.
     private var bucketAfterLayer: [(offset: Int, count: Int)?] = []
-    /// Reduction groups (see JobConfig): this replica's groups beyond the first, each with its own gradient buffer.
+    /// Reduction groups (see JobConfig): how many this replica computes per step (0 without them), and the
+    /// reducer that keeps each group's gradient and sums them in the fixed tree.
     private let localGroups: Int
-    private let groupGradients: [FlatArena]
+    private let groupReducer: GradientReducer?
     /// Set by `fit` when a timeline is asked for; nil costs nothing.
     private var timeline: Timeline?
 
@@ -130,8 +131,10 @@ public final class Trainer {
         } else {
             localGroups = 0
         }
-        let arenaSize = model.parameterCount + Sequential.statisticsSlots
-        groupGradients = (1..<max(localGroups, 1)).map { _ in FlatArena(count: arenaSize) }
+        groupReducer = localGroups > 0
+            ? try GradientReducer(communicator: communicator, parameters: model.parameters, gradients: model.gradients,
+                                  reductionGroups: config.training.reductionGroups)
+            : nil
         allreduceTimes = .allocate(capacity: pipeline.stepsPerEpoch)
         replicaSum = communicator.size > 1 ? communicator : nil
         evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
@@ -251,9 +254,10 @@ public final class Trainer {
     }
 
     /// The step with reduction groups: each of this replica's groups gets its own gradient (same rows, same
-    /// shapes, same code wherever it runs), then one fixed binary tree sums them — locally first, then across
-    /// replicas in rank order — so the total does not depend on how many replicas share the work.
+    /// shapes, same code wherever it runs), then `GradientReducer` sums them in one fixed binary tree — locally
+    /// first, then across replicas in rank order — so the total does not depend on how many replicas share the work.
     private func groupedStep(_ batch: Batch, epoch: Int) throws -> LossStatistics {
+        guard let groupReducer else { preconditionFailure("groupedStep without reduction groups") }
         let count = model.parameterCount + Sequential.statisticsSlots, tail = model.parameterCount
         let rows = batch.rows / localGroups, width = data.train.targetWidth
         let globalStep = optimizer.iterations + 1
@@ -261,7 +265,7 @@ public final class Trainer {
         var mark = timeline?.now() ?? 0
         let context = trainingContext(batch, epoch: epoch)
         for group in 0..<localGroups {
-            let target = group == 0 ? model.gradients.base : groupGradients[group - 1].base
+            let target = groupReducer.gradient(ofGroup: group)
             target.update(repeating: 0, count: count)
             let statistics = try model.accumulateGradient(
                 of: loss, features: batch.features + group * rows * model.inputSize, targets: batch.targets + group * rows * width,
@@ -269,13 +273,10 @@ public final class Trainer {
             target[tail] = Float(statistics.lossSum)
             target[tail + 1] = Float(statistics.correct)
         }
-        fixedTreeSum(count: localGroups, elements: 0..<count) { group in
-            group == 0 ? model.gradients.base : groupGradients[group - 1].base
-        }
         if let timeline { mark = timeline.record(.backward, since: mark) }
         communicator.noteProgress(step: globalStep, phase: .reduction)
         let reduceStart = ProcessStatistics.now()
-        try communicator.treeAllreduceSum(model.gradients.base, count: count)
+        try groupReducer.reduce()
         allreduceTimes[batch.step] = ProcessStatistics.now() - reduceStart
         if let timeline { mark = timeline.record(.reduction, since: mark) }
         return try applyReducedGradients(batch, epoch: epoch, since: mark)
