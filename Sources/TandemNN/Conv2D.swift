@@ -84,7 +84,8 @@ public final class Conv2D: FusingLayer, @unchecked Sendable {
         geometry = g
         multipliesByHand = g.windowCount <= Self.largestHandMultipliedWindow && filters % 8 == 0
             && (activation == .relu || activation == .identity)
-        let offsets = WindowRows.offsets(g, imageWidth: padding == .valid ? g.inputWidth : nil)
+        // Only the hand-multiplied paths read windows through the offset table.
+        let offsets = multipliesByHand ? WindowRows.offsets(g, imageWidth: padding == .valid ? g.inputWidth : nil) : []
         windowOffsets.deallocate()
         windowOffsets = .allocate(capacity: offsets.count)
         _ = windowOffsets.initialize(from: offsets)
