@@ -76,5 +76,10 @@ struct Inspect: ParsableCommand {
         let statistics = model.parameterCount - model.trainableCount
         print("  Total params: \(model.parameterCount) (\(megabytes(model.parameterCount * 4)) as Float32)"
               + (statistics > 0 ? ", trainable \(model.trainableCount), statistics \(statistics)" : ""))
+        if !model.fusedPairs.isEmpty {
+            func name(_ index: Int) -> String { ModelSpec.layerName(index, kind: model.layers[index].specification.kind) }
+            print("  Runs as one pass: " + model.fusedPairs.map { "\(name($0)) + \(name($0 + 1))" }.joined(separator: ", ")
+                  + " (the first layer's output is never stored)")
+        }
     }
 }

@@ -113,7 +113,8 @@ extension EndToEnd {
         @Test func inspectPredictAndEvaluateAConvnet() throws {
             let inspect = try TandemProcess.run(["inspect", Self.cnn])
             #expect(inspect.status == 0, "\(inspect.stderr)")
-            for row in ["conv2d_0 (Conv2D, relu)", "(26, 26, 32)", "max_pool2d_3 (MaxPool2D)", "(5, 5, 64)", "dense_6 (Dense, softmax)", "Total params: 34826"] {
+            for row in ["conv2d_0 (Conv2D, relu)", "(26, 26, 32)", "max_pool2d_3 (MaxPool2D)", "(5, 5, 64)", "dense_6 (Dense, softmax)", "Total params: 34826",
+                        "Runs as one pass: conv2d_0 + max_pool2d_1, conv2d_2 + max_pool2d_3"] {
                 #expect(inspect.stdout.contains(row), "\(row) missing from:\n\(inspect.stdout)")
             }
             let runs = folder("predict")
