@@ -123,9 +123,9 @@ public final class Conv2D: FusingLayer, @unchecked Sendable {
             convolved = FlatArena(count: chunkSamples * g.outputPixels * filters)
             kernelByFilter = FlatArena(count: kernel.count)
             dKernelByFilter = FlatArena(count: kernel.count)
-            scatterGradients = FlatArena(count: pooledCount / filters)
+            scatterGradients = FlatArena(count: pooledCount)
             scatterPixels.deallocate()
-            scatterPixels = .allocate(capacity: pooledCount / filters)
+            scatterPixels = .allocate(capacity: pooledCount + filters)
         case nil:
             columns = FlatArena(count: unfoldedCount)
             dColumns = FlatArena(count: unfoldedCount)
@@ -261,7 +261,7 @@ public final class Conv2D: FusingLayer, @unchecked Sendable {
                                                filters: filters, pooled: output + at, dPooled: dOutput + at, window: windows + at,
                                                relu: relu, kernelByFilter: kernelByFilter.base, dKernelByFilter: dKernelByFilter.base,
                                                dBias: gradients + bias.offset, dImages: dInput.map { $0 + s * g.inputCount },
-                                               list: (scatterPixels.baseAddress!, scatterGradients.base))
+                                               list: (scatterPixels.baseAddress!, scatterGradients.base, scatterPixels.baseAddress! + pooledCount))
             }
             transpose(dKernelByFilter.base, rows: filters, columns: g.windowCount, into: gradients + kernel.offset, accumulate: true)
         }
