@@ -48,8 +48,9 @@ public final class Conv2D: FusingLayer, @unchecked Sendable {
     private var poolWindows = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 0)
     private var columns = FlatArena(count: 0)
     private var dColumns = FlatArena(count: 0)
-    /// Fused with im2col: a chunk's convolution outputs, the kernel and its gradient by filter, and the list of
-    /// nonzero pooled gradients (see `convolveMaxPoolBackwardScatter`).
+    /// Fused with im2col: a chunk's convolution outputs, the kernel and its gradient by filter, and one sample's
+    /// lists of nonzero pooled gradients, one per filter (`scatterPixels` holds a count per filter after the
+    /// pixels; see `convolveMaxPoolBackwardScatter`).
     private var convolved = FlatArena(count: 0)
     private var kernelByFilter = FlatArena(count: 0)
     private var dKernelByFilter = FlatArena(count: 0)
