@@ -79,7 +79,9 @@ final class BucketExchange {
         precondition(done == adds.count, "a gradient bucket restarted before its exchange finished")
         guard !adds.isEmpty else { return }
         done = 0
-        try startStep()
+        let code = startStep()
+        // The message is built only on failure: an interpolated string allocates.
+        if code != MPI_SUCCESS { try MPICommunicator.check(code, "starting a \(count)-float gradient bucket's exchange") }
     }
 
     /// Advances the exchange as far as the messages that have arrived allow (`wait`: to its end). Returns MPI's
@@ -94,17 +96,16 @@ final class BucketExchange {
             if adds[done] { for i in 0..<count { buffer[i] += received[i] } }
             done += 1
             if done < adds.count {
-                let code = MPI_Startall(Int32(firstRequest[done + 1] - firstRequest[done]), requests + firstRequest[done])
+                let code = startStep()
                 if code != MPI_SUCCESS { return code }
             }
         }
         return MPI_SUCCESS
     }
 
-    private func startStep() throws {
+    /// Starts step `done`'s requests; returns MPI's error code.
+    private func startStep() -> Int32 {
         let first = firstRequest[done]
-        let code = MPI_Startall(Int32(firstRequest[done + 1] - first), requests + first)
-        // The message is built only on failure: an interpolated string allocates.
-        if code != MPI_SUCCESS { try MPICommunicator.check(code, "starting a \(count)-float gradient bucket's exchange") }
+        return MPI_Startall(Int32(firstRequest[done + 1] - first), requests + first)
     }
 }

@@ -81,9 +81,8 @@ public final class Trainer {
     }
     /// bucketAfterLayer[l]: the arena range to start reducing once layer l's backward is done.
     private var bucketAfterLayer: [(offset: Int, count: Int)?] = []
-    /// Reduction groups (see JobConfig): how many this replica computes per step (0 without them), and the
-    /// reducer that keeps each group's gradient and sums them in the fixed tree.
-    private let localGroups: Int
+    /// With reduction groups (see JobConfig): the reducer that knows how many this replica computes per step,
+    /// keeps each group's gradient and sums them in the fixed tree.
     private let groupReducer: GradientReducer?
     /// Set by `fit` when a timeline is asked for; nil costs nothing.
     private var timeline: Timeline?
@@ -123,18 +122,17 @@ public final class Trainer {
             guard groups % communicator.size == 0 else {
                 throw TandemError(.badConfig, "training.reduction_groups \(groups) is not a multiple of the \(communicator.size) replicas")
             }
-            localGroups = groups / communicator.size
             // A group's forward runs alone, so a layer cannot wait there for the other groups' statistics.
             if model.synchronizesReplicas {
                 throw TandemError(.badConfig, "training.reduction_groups cannot be used with synchronized batch normalization (each group's forward runs on its own); remove one of them")
             }
-        } else {
-            localGroups = 0
         }
-        groupReducer = localGroups > 0
-            ? try GradientReducer(communicator: communicator, parameters: model.parameters, gradients: model.gradients,
-                                  reductionGroups: config.training.reductionGroups)
-            : nil
+        if let groups = config.training.reductionGroups {
+            groupReducer = try GradientReducer(communicator: communicator, parameters: model.parameters, gradients: model.gradients,
+                                               reductionGroups: groups)
+        } else {
+            groupReducer = nil
+        }
         allreduceTimes = .allocate(capacity: pipeline.stepsPerEpoch)
         replicaSum = communicator.size > 1 ? communicator : nil
         evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
@@ -215,7 +213,7 @@ public final class Trainer {
     public func step(_ batch: Batch, epoch: Int) throws -> LossStatistics {
         let gradients = model.gradients.base
         let tail = model.parameterCount
-        if localGroups > 0 { return try groupedStep(batch, epoch: epoch) }
+        if groupReducer != nil { return try groupedStep(batch, epoch: epoch) }
         gradients.update(repeating: 0, count: tail + Sequential.statisticsSlots)
         let globalStep = optimizer.iterations + 1
         communicator.noteProgress(step: globalStep, phase: .forward)
@@ -259,7 +257,7 @@ public final class Trainer {
     private func groupedStep(_ batch: Batch, epoch: Int) throws -> LossStatistics {
         guard let groupReducer else { preconditionFailure("groupedStep without reduction groups") }
         let count = model.parameterCount + Sequential.statisticsSlots, tail = model.parameterCount
-        let rows = batch.rows / localGroups, width = data.train.targetWidth
+        let localGroups = groupReducer.localGroups, rows = batch.rows / localGroups, width = data.train.targetWidth
         let globalStep = optimizer.iterations + 1
         communicator.noteProgress(step: globalStep, phase: .forward)
         var mark = timeline?.now() ?? 0
