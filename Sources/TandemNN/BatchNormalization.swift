@@ -9,6 +9,8 @@ import TandemCore
 /// statistics over every replica of the step, forward and backward (one small collective each way), so N replicas
 /// at a global batch B compute what one process computes at B. Unsynchronized, each replica normalizes with its
 /// own rows, as TensorFlow does by default; the moving statistics are averaged over the replicas either way.
+/// With reduction groups, synchronized, it keeps each group's sums apart and adds them in group order (see
+/// ``LockstepGroups``), so any replica count computes the same bits.
 ///
 /// ```swift
 /// BatchNormalization(synchronized: true)
@@ -29,6 +31,9 @@ public final class BatchNormalization: Layer, @unchecked Sendable {
     private var sums = FlatArena(count: 0)
     /// Where a pass adds up its own rows, in double (preallocated: no allocation per step).
     private var accumulators = UnsafeMutableBufferPointer<Double>.allocate(capacity: 0)
+    /// In a lockstep pass: every reduction group's sums in its own slot, this replica's filled in and the others'
+    /// zero, so the sum across replicas only fills the slots and adds no two sums (sized on the first such pass).
+    private var groupSums = FlatArena(count: 0)
 
     public init(momentum: Float = 0.99, epsilon: Float = 1e-3, synchronized: Bool = false) {
         self.momentum = momentum
@@ -93,7 +98,34 @@ public final class BatchNormalization: Layer, @unchecked Sendable {
         }
         // Sums of x − moving mean (the same shift on every replica), in double, so E[x²] − E[x]² loses little.
         let shift = parameters + movingMean.offset
-        let local = accumulators.baseAddress!
+        let count: Float
+        if synchronized, let groups = context.groups {
+            let perGroup = groups.rowsPerGroup * positions, slots = clearedGroupSlots(groups)
+            for group in 0..<groups.localCount {
+                addShiftedSums(input + group * perGroup * c, count: perGroup, shift: shift)
+                storeAccumulators(into: slots + group * 2 * c)
+            }
+            try addUpGroups(groups, context)
+            count = Float(perGroup * groups.totalCount)
+        } else {
+            addShiftedSums(input, count: n, shift: shift)
+            storeAccumulators(into: sums.base)
+            sums[2 * c] = Float(n)
+            try sumsAcrossReplicas(2 * c + 1, context)
+            count = sums[2 * c]
+        }
+        for k in 0..<c {
+            let shifted = sums[k] / count
+            mean[k] = shift[k] + shifted
+            variance[k] = max(sums[c + k] / count - shifted * shifted, 0)
+            inverseDeviation[k] = 1 / (variance[k] + epsilon).squareRoot()
+        }
+        normalize(input, output, count: n, gamma: g, beta: b)
+    }
+
+    /// accumulators ← Σ (x − shift) and Σ (x − shift)² per channel over `count` positions of `input`, in double.
+    private func addShiftedSums(_ input: UnsafePointer<Float>, count n: Int, shift: UnsafePointer<Float>) {
+        let c = channels, local = accumulators.baseAddress!
         local.update(repeating: 0, count: 2 * c)
         for p in 0..<n {
             let x = input + p * c
@@ -103,17 +135,33 @@ public final class BatchNormalization: Layer, @unchecked Sendable {
                 local[c + k] += d * d
             }
         }
-        for k in 0..<2 * c { sums[k] = Float(local[k]) }
-        sums[2 * c] = Float(n)
-        try sumsAcrossReplicas(2 * c + 1, context)
-        let count = sums[2 * c]
-        for k in 0..<c {
-            let shifted = sums[k] / count
-            mean[k] = shift[k] + shifted
-            variance[k] = max(sums[c + k] / count - shifted * shifted, 0)
-            inverseDeviation[k] = 1 / (variance[k] + epsilon).squareRoot()
+    }
+
+    private func storeAccumulators(into slot: UnsafeMutablePointer<Float>) {
+        for k in 0..<2 * channels { slot[k] = Float(accumulators[k]) }
+    }
+
+    /// Zeroes every group's slot of `groupSums` and returns this replica's first group's; its local groups' slots
+    /// follow it, 2 · channels floats each.
+    private func clearedGroupSlots(_ groups: LockstepGroups) -> UnsafeMutablePointer<Float> {
+        let width = 2 * channels, total = groups.totalCount * width
+        if groupSums.count < total { groupSums = FlatArena(count: total) }
+        groupSums.base.update(repeating: 0, count: total)
+        return groupSums.base + groups.firstGroup * width
+    }
+
+    /// The first 2 · channels floats of `sums` ← the sum of every group's slot, added in group order once the
+    /// replicas have filled in theirs. A collective (when there are several replicas).
+    private func addUpGroups(_ groups: LockstepGroups, _ context: LayerContext) throws {
+        let width = 2 * channels, total = groups.totalCount * width
+        if let replicas = context.replicas, replicas.replicaCount > 1 {
+            try replicas.sumAcrossReplicas(groupSums.base, count: total)
         }
-        normalize(input, output, count: n, gamma: g, beta: b)
+        for k in 0..<width {
+            var sum = 0.0
+            for group in 0..<groups.totalCount { sum += Double(groupSums[group * width + k]) }
+            sums[k] = Float(sum)
+        }
     }
 
     /// y = γ · (x − mean) / σ + β with this pass's mean and σ.
@@ -130,10 +178,49 @@ public final class BatchNormalization: Layer, @unchecked Sendable {
                          input: UnsafePointer<Float>, output: UnsafePointer<Float>, dOutput: UnsafeMutablePointer<Float>,
                          dInput: UnsafeMutablePointer<Float>?, rows: Int, activationIsFused: Bool, context: LayerContext) throws {
         let c = channels, n = rows * positions
+        var count = Float(n)
+        if synchronized, let groups = context.groups {
+            // Each group's parameter gradients go to its own buffer; dInput needs the sums over every group.
+            let perGroup = groups.rowsPerGroup * positions, slots = clearedGroupSlots(groups)
+            for group in 0..<groups.localCount {
+                addParameterGradients(input + group * perGroup * c, dOutput + group * perGroup * c, count: perGroup,
+                                      rows: groups.rowsPerGroup, globalRows: context.globalRows,
+                                      parameters: parameters, gradients: groups.gradients[group])
+                storeAccumulators(into: slots + group * 2 * c)
+            }
+            guard dInput != nil else { return }
+            try addUpGroups(groups, context)
+            count = Float(perGroup * groups.totalCount)
+        } else {
+            addParameterGradients(input, dOutput, count: n, rows: rows, globalRows: context.globalRows,
+                                  parameters: parameters, gradients: gradients)
+            storeAccumulators(into: sums.base)
+            if dInput != nil, synchronized, let replicas = context.replicas, replicas.replicaCount > 1 {
+                sums[2 * c] = count
+                try sumsAcrossReplicas(2 * c + 1, context)
+                count = sums[2 * c]
+            }
+        }
+        guard let dInput else { return }
         let mu = mean.base, inv = inverseDeviation.base
-        // The moving statistics' change rides in their gradient slots (see ArenaLayout): these rows' share of
-        // (1 − momentum) · (moving − batch), which the optimizer subtracts once the replicas' shares are summed.
-        let share = Float(rows) / Float(max(context.globalRows, rows)) * (1 - momentum)
+        let g = parameters + gamma.offset
+        for p in 0..<n {
+            let x = input + p * c, dy = dOutput + p * c, dx = dInput + p * c
+            for k in 0..<c {
+                let xhat = (x[k] - mu[k]) * inv[k]
+                dx[k] = g[k] * inv[k] * (dy[k] - sums[k] / count - xhat * sums[c + k] / count)
+            }
+        }
+    }
+
+    /// Adds `rows` rows' gradients of γ and β (Σ dy · x̂ and Σ dy over their `count` positions, left in
+    /// `accumulators` as [Σ dy, Σ dy · x̂] in double) and their share of the moving statistics' change into
+    /// `gradients`. The change rides in the statistics' gradient slots (see ArenaLayout): the rows' share of
+    /// (1 − momentum) · (moving − batch), which the optimizer subtracts once every replica's share is summed.
+    private func addParameterGradients(_ input: UnsafePointer<Float>, _ dOutput: UnsafePointer<Float>, count n: Int, rows: Int,
+                                       globalRows: Int, parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+        let c = channels, mu = mean.base, inv = inverseDeviation.base
+        let share = Float(rows) / Float(max(globalRows, rows)) * (1 - momentum)
         for k in 0..<c {
             gradients[movingMean.offset + k] += share * (parameters[movingMean.offset + k] - mu[k])
             gradients[movingVariance.offset + k] += share * (parameters[movingVariance.offset + k] - variance[k])
@@ -147,25 +234,9 @@ public final class BatchNormalization: Layer, @unchecked Sendable {
                 local[c + k] += Double(dy[k] * (x[k] - mu[k]) * inv[k])
             }
         }
-        for k in 0..<2 * c { sums[k] = Float(local[k]) }
         for k in 0..<c {
-            gradients[beta.offset + k] += sums[k]
-            gradients[gamma.offset + k] += sums[c + k]
-        }
-        guard let dInput else { return }
-        var count = Float(n)
-        if synchronized, let replicas = context.replicas, replicas.replicaCount > 1 {
-            sums[2 * c] = count
-            try sumsAcrossReplicas(2 * c + 1, context)
-            count = sums[2 * c]
-        }
-        let g = parameters + gamma.offset
-        for p in 0..<n {
-            let x = input + p * c, dy = dOutput + p * c, dx = dInput + p * c
-            for k in 0..<c {
-                let xhat = (x[k] - mu[k]) * inv[k]
-                dx[k] = g[k] * inv[k] * (dy[k] - sums[k] / count - xhat * sums[c + k] / count)
-            }
+            gradients[beta.offset + k] += Float(local[k])
+            gradients[gamma.offset + k] += Float(local[c + k])
         }
     }
 }

@@ -213,7 +213,7 @@ public final class Conv2D: FusingLayer, @unchecked Sendable {
     public func forward(fusedWith next: any Layer, parameters: UnsafePointer<Float>, input: UnsafePointer<Float>,
                         output: UnsafeMutablePointer<Float>, rows: Int, context: LayerContext) {
         guard let g = geometry, let fusedPooling else { preconditionFailure("Conv2D.forward(fusedWith:) before fuse(with:)") }
-        let windows = poolWindows.baseAddress!, relu = activation == .relu
+        let windows = poolWindows.baseAddress! + context.firstRow * pooledCount, relu = activation == .relu
         switch fusedPooling {
         case .inPlace:
             let offsets = UnsafeBufferPointer(windowOffsets)
@@ -239,7 +239,7 @@ public final class Conv2D: FusingLayer, @unchecked Sendable {
                          input: UnsafePointer<Float>, output: UnsafePointer<Float>, dOutput: UnsafePointer<Float>,
                          dInput: UnsafeMutablePointer<Float>?, rows: Int, context: LayerContext) {
         guard let g = geometry, let fusedPooling else { preconditionFailure("Conv2D.backward(fusedWith:) before fuse(with:)") }
-        let windows = poolWindows.baseAddress!, relu = activation == .relu
+        let windows = poolWindows.baseAddress! + context.firstRow * pooledCount, relu = activation == .relu
         switch fusedPooling {
         case .inPlace:
             precondition(dInput == nil, "Conv2D fused in place gives no input gradient")

@@ -45,7 +45,7 @@ public final class Dropout: Layer, @unchecked Sendable {
         }
         for row in 0..<rows {
             let key = DropoutMask.exampleKey(seed: context.seed, layer: layerKey, epoch: context.epoch, example: context.exampleIndex(row))
-            let m = multipliers.base + row * features, x = input + row * features, y = output + row * features
+            let m = multipliers.base + (context.firstRow + row) * features, x = input + row * features, y = output + row * features
             mask.fill(m, count: features, key: key)
             for i in 0..<features { y[i] = x[i] * m[i] }
         }
@@ -59,7 +59,7 @@ public final class Dropout: Layer, @unchecked Sendable {
             dInput.update(from: dOutput, count: rows * features)
             return
         }
-        let m = multipliers.base
+        let m = multipliers.base + context.firstRow * features
         for i in 0..<rows * features { dInput[i] = dOutput[i] * m[i] }
     }
 }

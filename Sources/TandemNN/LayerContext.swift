@@ -8,13 +8,20 @@ public struct LayerContext {
     /// The run's seed and the 0-based epoch: with `exampleIndices`, what a dropout mask depends on.
     public var seed: UInt64
     public var epoch: Int
-    /// Each row's index in the data set (nil: rows 0, 1, ...).
+    /// Each row's index in the data set (nil: the rows' places in the step, `firstRow`, `firstRow` + 1, ...).
     public var exampleIndices: UnsafePointer<Int32>?
     /// Rows of the whole step across every replica (and reduction group): the weight of these rows' contribution to
     /// statistics a layer keeps (moving averages), as the loss weights their gradients.
     public var globalRows: Int
     /// The replicas a synchronized layer sums its statistics with (nil: this replica's rows alone).
     public var replicas: (any ReplicaSum)?
+    /// Where these rows start among the rows of this replica's step (a reduction group's slice): a layer keeps what
+    /// it needs from forward for backward per row (dropout masks, pooling windows) at this row of its buffers, so
+    /// the groups of a lockstep pass (`groups`) do not overwrite each other's.
+    public var firstRow = 0
+    /// Set when this replica's reduction groups run through the layers in lockstep (a model with synchronized
+    /// batch normalization and reduction groups): see ``LockstepGroups``.
+    public var groups: LockstepGroups?
 
     public init(training: Bool, seed: UInt64 = 0, epoch: Int = 0, exampleIndices: UnsafePointer<Int32>? = nil,
                 globalRows: Int, replicas: (any ReplicaSum)? = nil) {
@@ -31,13 +38,39 @@ public struct LayerContext {
 
     /// The data-set index of row `row`.
     @inline(__always)
-    public func exampleIndex(_ row: Int) -> Int { exampleIndices.map { Int($0[row]) } ?? row }
+    public func exampleIndex(_ row: Int) -> Int { exampleIndices.map { Int($0[row]) } ?? firstRow + row }
 
     /// The context of rows `start...` of this one (a reduction group's slice of the batch).
     public func rows(from start: Int) -> LayerContext {
         var slice = self
         slice.exampleIndices = exampleIndices.map { $0 + start }
+        slice.firstRow += start
         return slice
+    }
+}
+
+/// A replica's reduction groups going through the layers together, layer by layer, so that a synchronized layer can
+/// combine every group's statistics before any group goes on. `Sequential` runs every other layer once per group,
+/// on the group's slice of the rows and into the group's gradient buffer, as if the group were alone; a layer that
+/// synchronizes replicas runs once on all of this replica's rows and keeps each group's sums apart, then adds the
+/// groups' sums in group order — the same order on every layout, so N replicas compute the same bits as one.
+public struct LockstepGroups {
+    /// Rows of each group; this replica's rows are its groups' slices, one after another.
+    public var rowsPerGroup: Int
+    /// Groups on this replica, and the index among all groups of its first one.
+    public var localCount: Int
+    public var firstGroup: Int
+    /// Groups across every replica.
+    public var totalCount: Int
+    /// gradients[g]: where local group g's parameter gradients accumulate (buffers of the gradient arena's layout).
+    public var gradients: UnsafePointer<UnsafeMutablePointer<Float>>
+
+    public init(rowsPerGroup: Int, localCount: Int, firstGroup: Int, totalCount: Int, gradients: UnsafePointer<UnsafeMutablePointer<Float>>) {
+        self.rowsPerGroup = rowsPerGroup
+        self.localCount = localCount
+        self.firstGroup = firstGroup
+        self.totalCount = totalCount
+        self.gradients = gradients
     }
 }
 

@@ -64,7 +64,7 @@ public class Pooling2D: Layer, @unchecked Sendable {
                         rows: Int, context: LayerContext) {
         guard let g = geometry else { preconditionFailure("pooling forward before build") }
         switch kind {
-        case .max: maxPoolForward(input, g, samples: rows, output: output, argmax: argmax.baseAddress!)
+        case .max: maxPoolForward(input, g, samples: rows, output: output, argmax: argmax.baseAddress! + context.firstRow * g.outputPixels * g.channels)
         case .average: averagePool(g, samples: rows, backward: false, image: UnsafeMutablePointer(mutating: input), pooled: output)
         }
     }
@@ -75,7 +75,7 @@ public class Pooling2D: Layer, @unchecked Sendable {
         guard let g = geometry, let dInput else { return }
         switch kind {
         case .max:
-            maxPoolBackward(dOutput, output: output, argmax: argmax.baseAddress!, g, samples: rows,
+            maxPoolBackward(dOutput, output: output, argmax: argmax.baseAddress! + context.firstRow * g.outputPixels * g.channels, g, samples: rows,
                             positiveOnly: appliesReLUDerivative, dInput: dInput)
         case .average:
             dInput.update(repeating: 0, count: rows * g.inputCount)

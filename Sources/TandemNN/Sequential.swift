@@ -143,25 +143,41 @@ public final class Sequential: @unchecked Sendable {
     /// Runs the layers on `rows` rows of `input` ([rows, inputSize]) and returns the last layer's output. A softmax
     /// last layer returns logits here (the loss fuses the softmax); `predict` applies it. `context`: training or
     /// inference (the default), and what dropout and synchronized layers need; `backward` uses the same.
+    /// With `context.groups` (see ``LockstepGroups``), the replica's reduction groups go through the layers together.
     @discardableResult
     public func forward(_ input: UnsafePointer<Float>, rows: Int, context: LayerContext = .inference) throws -> UnsafeMutablePointer<Float> {
         precondition(rows <= maxBatchSize, "batch of \(rows) rows exceeds the model's \(maxBatchSize)")
         lastInput = input
         lastRows = rows
         lastContext = context
-        var current = input, index = 0
+        var current = input, width = inputSize, index = 0
         while index < layers.count {
-            if let pair = pairedWithNext[index] {
-                index += 1
-                try pair.forward(fusedWith: layers[index], parameters: parameters.base, input: current, output: outputs[index].base,
-                                 rows: rows, context: context)
-            } else {
-                try layers[index].forward(parameters: parameters.base, input: current, output: outputs[index].base, rows: rows, context: context)
+            let pair = pairedWithNext[index], first = index
+            if pair != nil { index += 1 }
+            let output = outputs[index].base, outputWidth = outputShapes[index].reduce(1, *)
+            let slices = slicing(rows: rows, context: context, synchronized: layers[first].synchronizesReplicas)
+            for slice in 0..<slices.count {
+                let start = slice * slices.rows, sliceContext = context.rows(from: start)
+                if let pair {
+                    try pair.forward(fusedWith: layers[index], parameters: parameters.base, input: current + start * width,
+                                     output: output + start * outputWidth, rows: slices.rows, context: sliceContext)
+                } else {
+                    try layers[index].forward(parameters: parameters.base, input: current + start * width, output: output + start * outputWidth,
+                                              rows: slices.rows, context: sliceContext)
+                }
             }
-            current = UnsafePointer(outputs[index].base)
+            current = UnsafePointer(output)
+            width = outputWidth
             index += 1
         }
         return outputs[layers.count - 1].base
+    }
+
+    /// How one layer runs on a pass's `rows`: at once, or — in a lockstep pass of reduction groups — once per group on
+    /// its slice, except a layer that synchronizes replicas, which takes every row and keeps the groups apart itself.
+    private func slicing(rows: Int, context: LayerContext, synchronized: Bool) -> (count: Int, rows: Int) {
+        guard let groups = context.groups, !synchronized else { return (1, rows) }
+        return (groups.localCount, groups.rowsPerGroup)
     }
 
     /// Where the loss writes its gradient w.r.t. the model's output before `backward()`.
@@ -175,31 +191,38 @@ public final class Sequential: @unchecked Sendable {
 
     /// `afterLayer(l)` runs as soon as layer l's gradients are final (last layer first): where a strategy starts
     /// sending them while the earlier layers are still being differentiated.
-    /// `target`: a gradient buffer of the arena's layout to accumulate into instead of `gradients`.
+    /// `target`: a gradient buffer of the arena's layout to accumulate into instead of `gradients` (in a lockstep
+    /// pass, each group accumulates into its own: `LockstepGroups.gradients`).
     public func backward(lossFusesLastActivation: Bool, into target: UnsafeMutablePointer<Float>? = nil,
                          afterLayer: (Int) throws -> Void) throws {
         let gradientBase = target ?? gradients.base
         guard let input = lastInput else { preconditionFailure("backward() before forward()") }
         var index = layers.count - 1
         while index >= 0 {
-            if index > 0, let pair = pairedWithNext[index - 1] {
-                let first = index - 1
-                try pair.backward(fusedWith: layers[index], parameters: parameters.base, gradients: gradientBase,
-                                  input: first == 0 ? input : UnsafePointer(outputs[first - 1].base),
-                                  output: outputs[index].base, dOutput: dOutputs[index].base,
-                                  dInput: first == 0 ? nil : dOutputs[first - 1].base, rows: lastRows, context: lastContext)
-                try afterLayer(index)
-                try afterLayer(first)
-                index -= 2
-                continue
+            // The layers this pass differentiates: index alone, or first = index - 1 fused with it.
+            let pair = index > 0 ? pairedWithNext[index - 1] : nil, first = pair == nil ? index : index - 1
+            let inputWidth = first == 0 ? inputSize : outputShapes[first - 1].reduce(1, *), outputWidth = outputShapes[index].reduce(1, *)
+            let layerInput = first == 0 ? input : UnsafePointer(outputs[first - 1].base), dInput = first == 0 ? nil : dOutputs[first - 1].base
+            let slices = slicing(rows: lastRows, context: lastContext, synchronized: layers[first].synchronizesReplicas)
+            for slice in 0..<slices.count {
+                let start = slice * slices.rows, context = lastContext.rows(from: start)
+                let sliceGradients = lastContext.groups.map { layers[first].synchronizesReplicas ? gradientBase : $0.gradients[slice] } ?? gradientBase
+                if let pair {
+                    try pair.backward(fusedWith: layers[index], parameters: parameters.base, gradients: sliceGradients,
+                                      input: layerInput + start * inputWidth, output: outputs[index].base + start * outputWidth,
+                                      dOutput: dOutputs[index].base + start * outputWidth, dInput: dInput.map { $0 + start * inputWidth },
+                                      rows: slices.rows, context: context)
+                } else {
+                    try layers[index].backward(
+                        parameters: parameters.base, gradients: sliceGradients, input: layerInput + start * inputWidth,
+                        output: outputs[index].base + start * outputWidth, dOutput: dOutputs[index].base + start * outputWidth,
+                        dInput: dInput.map { $0 + start * inputWidth }, rows: slices.rows,
+                        activationIsFused: index == layers.count - 1 ? lossFusesLastActivation : activationTakenOver[index], context: context)
+                }
             }
-            try layers[index].backward(
-                parameters: parameters.base, gradients: gradientBase, input: index == 0 ? input : UnsafePointer(outputs[index - 1].base),
-                output: outputs[index].base, dOutput: dOutputs[index].base,
-                dInput: index == 0 ? nil : dOutputs[index - 1].base, rows: lastRows,
-                activationIsFused: index == layers.count - 1 ? lossFusesLastActivation : activationTakenOver[index], context: lastContext)
             try afterLayer(index)
-            index -= 1
+            if pair != nil { try afterLayer(first) }
+            index = first - 1
         }
     }
 

@@ -84,6 +84,9 @@ public final class Trainer {
     /// With reduction groups (see JobConfig): the reducer that knows how many this replica computes per step,
     /// keeps each group's gradient and sums them in the fixed tree.
     private let groupReducer: GradientReducer?
+    /// With reduction groups and a layer that synchronizes replicas: each local group's gradient buffer, for the
+    /// lockstep pass (see `LockstepGroups`).
+    private var lockstepGradients: UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>>?
     /// Set by `fit` when a timeline is asked for; nil costs nothing.
     private var timeline: Timeline?
 
@@ -122,14 +125,21 @@ public final class Trainer {
             guard groups % communicator.size == 0 else {
                 throw TandemError(.badConfig, "training.reduction_groups \(groups) is not a multiple of the \(communicator.size) replicas")
             }
-            // A group's forward runs alone, so a layer cannot wait there for the other groups' statistics.
-            if model.synchronizesReplicas {
-                throw TandemError(.badConfig, "training.reduction_groups cannot be used with synchronized batch normalization (each group's forward runs on its own); remove one of them")
+            // With a synchronized layer the groups run in lockstep, where a layer that keeps its own batch statistics
+            // from forward for backward would see only the last group's.
+            if model.synchronizesReplicas,
+               let alone = model.layers.firstIndex(where: { $0 is BatchNormalization && !$0.synchronizesReplicas }) {
+                throw TandemError(.badConfig, "model.layers[\(alone)]: with training.reduction_groups and synchronized batch normalization elsewhere, every batch_normalization layer must be synchronized")
             }
         }
         if let groups = config.training.reductionGroups {
-            groupReducer = try GradientReducer(communicator: communicator, parameters: model.parameters, gradients: model.gradients,
-                                               reductionGroups: groups)
+            let reducer = try GradientReducer(communicator: communicator, parameters: model.parameters, gradients: model.gradients,
+                                              reductionGroups: groups)
+            groupReducer = reducer
+            if model.synchronizesReplicas {
+                lockstepGradients = .allocate(capacity: reducer.localGroups)
+                for group in 0..<reducer.localGroups { lockstepGradients?[group] = reducer.gradient(ofGroup: group) }
+            }
         } else {
             groupReducer = nil
         }
@@ -138,7 +148,10 @@ public final class Trainer {
         evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
     }
 
-    deinit { allreduceTimes.deallocate() }
+    deinit {
+        allreduceTimes.deallocate()
+        lockstepGradients?.deallocate()
+    }
 
     /// Continues from a checkpoint: parameters, optimizer state, and the number of epochs already done.
     public func restore(from path: String) throws {
@@ -261,15 +274,32 @@ public final class Trainer {
         let globalStep = optimizer.iterations + 1
         communicator.noteProgress(step: globalStep, phase: .forward)
         var mark = timeline?.now() ?? 0
-        let context = trainingContext(batch, epoch: epoch)
-        for group in 0..<localGroups {
-            let target = groupReducer.gradient(ofGroup: group)
-            target.update(repeating: 0, count: count)
-            let statistics = try model.accumulateGradient(
-                of: loss, features: batch.features + group * rows * model.inputSize, targets: batch.targets + group * rows * width,
-                rows: rows, gradientScale: 1 / Float(pipeline.globalBatchSize), into: target, context: context.rows(from: group * rows))
-            target[tail] = Float(statistics.lossSum)
-            target[tail + 1] = Float(statistics.correct)
+        var context = trainingContext(batch, epoch: epoch)
+        if let lockstepGradients {
+            // All groups through each layer before the next (a synchronized layer adds up every group's statistics).
+            for group in 0..<localGroups { lockstepGradients[group].update(repeating: 0, count: count) }
+            context.groups = LockstepGroups(rowsPerGroup: rows, localCount: localGroups, firstGroup: communicator.rank * localGroups,
+                                            totalCount: localGroups * communicator.size, gradients: UnsafePointer(lockstepGradients.baseAddress!))
+            let output = try model.forward(batch.features, rows: batch.rows, context: context)
+            for group in 0..<localGroups {
+                let at = group * rows * model.outputSize
+                let statistics = loss.compute(outputs: output + at, targets: batch.targets + group * rows * width, rows: rows,
+                                              columns: model.outputSize, dOutputs: model.dOutput + at,
+                                              gradientScale: 1 / Float(pipeline.globalBatchSize))
+                lockstepGradients[group][tail] = Float(statistics.lossSum)
+                lockstepGradients[group][tail + 1] = Float(statistics.correct)
+            }
+            try model.backward(lossFusesLastActivation: lossFusesLastActivation)
+        } else {
+            for group in 0..<localGroups {
+                let target = groupReducer.gradient(ofGroup: group)
+                target.update(repeating: 0, count: count)
+                let statistics = try model.accumulateGradient(
+                    of: loss, features: batch.features + group * rows * model.inputSize, targets: batch.targets + group * rows * width,
+                    rows: rows, gradientScale: 1 / Float(pipeline.globalBatchSize), into: target, context: context.rows(from: group * rows))
+                target[tail] = Float(statistics.lossSum)
+                target[tail + 1] = Float(statistics.correct)
+            }
         }
         if let timeline { mark = timeline.record(.backward, since: mark) }
         communicator.noteProgress(step: globalStep, phase: .reduction)

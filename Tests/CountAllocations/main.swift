@@ -15,7 +15,7 @@
 //   allocations path=tape strategy=threads replicas=2 rank=0 steps=200 count=0 per_replica_step=0.000
 //
 //   CountAllocations [--config FILE] [--first 100] [--last 300] [--backtraces N] [--allocate-in-step]
-//                    [--rows-per-replica 64] [--bucket-size FLOATS] [--allreduce-dtype bf16]
+//                    [--rows-per-replica 64] [--bucket-size FLOATS] [--allreduce-dtype bf16] [--reduction-groups G]
 // --backtraces N prints where the first N allocations inside the window come from; --allocate-in-step makes every
 // step allocate once (in this harness, not in the library): the check that a step that allocates is seen.
 //
@@ -42,6 +42,8 @@ struct Options {
     /// Options of the MPI path the tests leave at their defaults: gradient buckets (fused path) and bf16 on the wire.
     var bucketFloats: Int?
     var bf16 = false
+    /// `training.reduction_groups` for the fused path (with synchronized batch normalization: the lockstep pass).
+    var reductionGroups: Int?
 
     init(_ arguments: [String]) {
         var rest = arguments.dropFirst()
@@ -55,7 +57,8 @@ struct Options {
             case "--rows-per-replica": rowsPerReplica = rest.popFirst().flatMap(Int.init) ?? rowsPerReplica
             case "--bucket-size": bucketFloats = rest.popFirst().flatMap(Int.init)
             case "--allreduce-dtype": bf16 = rest.popFirst() == "bf16"
-            default: fatalError("usage: CountAllocations [--config FILE] [--first N] [--last N] [--backtraces N] [--allocate-in-step] [--rows-per-replica R]")
+            case "--reduction-groups": reductionGroups = rest.popFirst().flatMap(Int.init)
+            default: fatalError("usage: CountAllocations [--config FILE] [--first N] [--last N] [--backtraces N] [--allocate-in-step] [--rows-per-replica R] [--bucket-size F] [--allreduce-dtype bf16] [--reduction-groups G]")
             }
         }
         precondition(0 < first && first < last, "need 0 < --first < --last")
@@ -217,6 +220,7 @@ do {
     func job(replicas: Int) -> JobConfig {
         var job = loaded
         job.training.batchSize = options.rowsPerReplica * replicas
+        job.training.reductionGroups = options.reductionGroups
         return job
     }
     for path in paths {

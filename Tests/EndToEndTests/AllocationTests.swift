@@ -54,7 +54,7 @@ extension EndToEnd {
 
         /// The convnets: nothing allocated per step in one process and on 2 replica threads with synchronized batch
         /// normalization and dropout (a collective inside forward and backward, pooling indices, dropout masks,
-        /// unfolded images), and on 2 ranks and 2 ranks × 2 threads without batch normalization. With it, under MPI,
+        /// unfolded images), with and without reduction groups, and on 2 ranks and 2 ranks × 2 threads without batch normalization. With it, under MPI,
         /// OpenMPI's ob1 now and then buffers a message that arrives before its receive is posted (4 more small
         /// all-reduces per step make that likelier): measured at most 2 allocations in 200 steps, inside
         /// mca_pml_ob1_recv_frag_callback_match, so that case is reported in the closing note, not asserted here.
@@ -63,6 +63,11 @@ extension EndToEnd {
             let batchNorm = root.appendingPathComponent("configs/fashion-mnist-cnn-bn.json").path
             let local = try TandemProcess.command([TandemProcess.sibling("CountAllocations"), "--config", batchNorm], timeoutSeconds: 600)
             Self.expectNoAllocations(local, ["fused local 0", "fused threads 0"])
+            // With reduction groups the groups run through the layers in lockstep, each batch normalization adding
+            // up every group's sums in its own slots.
+            let grouped = try TandemProcess.command([TandemProcess.sibling("CountAllocations"), "--config", batchNorm, "--reduction-groups", "4"],
+                                                    timeoutSeconds: 600)
+            Self.expectNoAllocations(grouped, ["fused local 0", "fused threads 0"])
             let plain = root.appendingPathComponent("configs/fashion-mnist-cnn.json").path
             let ranks = try TandemProcess.mpirun(ranks: 2, program: TandemProcess.sibling("CountAllocations"), ["--config", plain], timeoutSeconds: 600)
             Self.expectNoAllocations(ranks, ["fused mpi 0", "fused mpi 1", "fused mpi-threads 0", "fused mpi-threads 1"])

@@ -24,16 +24,21 @@ extension EndToEnd {
             return outcome
         }
 
-        /// With dropout in the model and `--reduction-groups 4`, one process, 2 ranks, 2 threads and 2 × 2 train the
-        /// same bits: each example's mask depends on the example, not on where it is trained.
-        @Test func dropoutWithReductionGroupsTrainsTheSameBitsOnEveryLayout() throws {
-            let arguments = ["train", Self.cnn, "--epochs", "1", "--steps-per-epoch", "120", "--reduction-groups", "4", "--progress", "silent"]
-            _ = try train(arguments + ["--checkpoint-dir", folder("groups-one")])
-            let reference = try Data(contentsOf: URL(fileURLWithPath: folder("groups-one") + "/epoch-0001.safetensors"))
-            for (name, ranks, threads) in [("groups-2-ranks", 2, 1), ("groups-2-threads", 1, 2), ("groups-2x2", 2, 2)] {
-                _ = try train(arguments + ["--replicas", String(threads), "--checkpoint-dir", folder(name)], ranks: ranks)
-                let checkpoint = try Data(contentsOf: URL(fileURLWithPath: folder(name) + "/epoch-0001.safetensors"))
-                #expect(checkpoint == reference, "\(name) differs from one process")
+        /// With `--reduction-groups 4`, one process, 2 ranks, 2 threads and 2 × 2 train the same bits: with dropout
+        /// in the model (each example's mask depends on the example, not on where it is trained; 120 steps), and with
+        /// synchronized batch normalization after each convolution (the groups run in lockstep and their statistics
+        /// are added in group order; the whole epoch at the global batch of 128, the bar).
+        @Test(arguments: [(cnn, ["--steps-per-epoch", "120"]), (cnnBatchNorm, [])])
+        func reductionGroupsTrainTheSameBitsOnEveryLayout(config: String, length: [String]) throws {
+            let name = URL(fileURLWithPath: config).deletingPathExtension().lastPathComponent
+            let arguments = ["train", config, "--epochs", "1", "--reduction-groups", "4", "--progress", "silent"] + length
+            _ = try train(arguments + ["--checkpoint-dir", folder("\(name)-groups-one")])
+            let reference = try Data(contentsOf: URL(fileURLWithPath: folder("\(name)-groups-one") + "/epoch-0001.safetensors"))
+            for (layout, ranks, threads) in [("2-ranks", 2, 1), ("2-threads", 1, 2), ("2x2", 2, 2)] {
+                let run = folder("\(name)-groups-\(layout)")
+                _ = try train(arguments + ["--replicas", String(threads), "--checkpoint-dir", run], ranks: ranks)
+                let checkpoint = try Data(contentsOf: URL(fileURLWithPath: run + "/epoch-0001.safetensors"))
+                #expect(checkpoint == reference, "\(name): \(layout) differs from one process")
             }
         }
 

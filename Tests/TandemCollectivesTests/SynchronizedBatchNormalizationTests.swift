@@ -58,4 +58,55 @@ struct SynchronizedBatchNormalizationTests {
         let local = try Self.gradient(replicas: replicas, synchronized: false)
         #expect(zip(single, local).map { abs($0 - $1) }.max()! > 1e-3)
     }
+
+    /// Each of 4 reduction groups' gradients in a lockstep pass, in group order, on `replicas` threads that share the
+    /// groups out.
+    static func groupGradients(replicas: Int, groups: Int = 4) throws -> [[Float]] {
+        let local = groups / replicas, rowsPerGroup = rows / groups
+        let perReplica = try ThreadReplicas.run(count: replicas, timeoutSeconds: 30) { replica, communicator -> [Float] in
+            let model = try model(synchronized: true)
+            let buffers = (0..<local).map { _ in FlatArena(count: model.parameterCount) }
+            let pointers = UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>>.allocate(capacity: local)
+            defer { pointers.deallocate() }
+            for group in 0..<local { pointers[group] = buffers[group].base }
+            var context = LayerContext(training: true, globalRows: rows, replicas: communicator)
+            context.groups = LockstepGroups(rowsPerGroup: rowsPerGroup, localCount: local, firstGroup: replica * local,
+                                            totalCount: groups, gradients: UnsafePointer(pointers.baseAddress!))
+            let first = replica * local * rowsPerGroup
+            try input.withUnsafeBufferPointer { x in
+                try labels.withUnsafeBufferPointer { y in
+                    let output = try model.forward(x.baseAddress! + first * features, rows: local * rowsPerGroup, context: context)
+                    for group in 0..<local {
+                        let at = group * rowsPerGroup * model.outputSize
+                        _ = Loss.sparseCategoricalCrossentropy.compute(
+                            outputs: output + at, targets: y.baseAddress! + first + group * rowsPerGroup, rows: rowsPerGroup,
+                            columns: model.outputSize, dOutputs: model.dOutput + at, gradientScale: 1 / Float(rows))
+                    }
+                    try model.backward(lossFusesLastActivation: true)
+                }
+            }
+            // Replica 0's result is the one returned: it gathers every replica's groups, in replica order.
+            let mine = buffers.flatMap { Array(UnsafeBufferPointer(start: $0.base, count: model.parameterCount)) }
+            let gathered = try communicator.allgather(mine.withUnsafeBytes { Array($0) })
+            return gathered.flatMap { bytes in
+                bytes.withUnsafeBytes { raw in Array(raw.bindMemory(to: Float.self)) }
+            }
+        }
+        let count = perReplica.count / groups
+        return (0..<groups).map { Array(perReplica[$0 * count ..< ($0 + 1) * count]) }
+    }
+
+    /// With reduction groups the replicas' groups go through the layers in lockstep, and synchronized batch
+    /// normalization adds the groups' sums in group order: every group's gradient is the same bits on 1, 2 and 4
+    /// replicas (the reducer's fixed tree then gives the same sum), and together they are the whole batch's gradient.
+    @Test func lockstepGroupsComputeTheSameBitsOnAnyReplicaCount() throws {
+        let one = try Self.groupGradients(replicas: 1)
+        for replicas in [2, 4] {
+            #expect(try Self.groupGradients(replicas: replicas) == one, "\(replicas) replicas")
+        }
+        let whole = try Self.gradient(replicas: 1, synchronized: true)
+        let summed = (0..<whole.count).map { i in one.reduce(0) { $0 + $1[i] } }
+        let worst = zip(whole, summed).map { abs($0 - $1) }.max()!
+        #expect(worst < 2e-5, "the groups' gradients add up to \(worst) away from the whole batch's")
+    }
 }

@@ -211,5 +211,18 @@ import Testing
         // Missing training data names the file it looked for.
         let absent = classificationConfig().replacingOccurrences(of: #""train": "train.csv""#, with: #""train": "absent.csv""#)
         expectTandemError(.io, mentioning: [directory.file("absent.csv")]) { _ = try Self.trainer(directory, config: absent) }
+        // Reduction groups run a model with synchronized batch normalization in lockstep, where an unsynchronized one
+        // would keep only the last group's statistics for backward: refused, naming the layer.
+        let mixed = classificationConfig()
+            .replacingOccurrences(of: #"{ "units": 8, "activation": "tanh" }, "#,
+                                  with: #"{ "units": 8, "activation": "tanh" }, { "type": "batch_normalization", "synchronized": true }, { "type": "batch_normalization" }, "#)
+            .replacingOccurrences(of: #""seed": 7"#, with: #""seed": 7, "reduction_groups": 4"#)
+        expectTandemError(.badConfig, mentioning: ["model.layers[2]", "every batch_normalization layer must be synchronized"]) {
+            _ = try Self.trainer(directory, config: mixed)
+        }
+        // Every batch normalization synchronized: the lockstep pass trains.
+        let synchronized = mixed.replacingOccurrences(of: #"{ "type": "batch_normalization" }"#, with: #"{ "type": "batch_normalization", "synchronized": true }"#)
+        let summary = try Self.trainer(directory, config: synchronized, epochs: 2).fit(options: silentOptions())
+        #expect(summary.epochs.count == 2 && summary.epochs[1].train.meanLoss.isFinite)
     }
 }
