@@ -33,6 +33,8 @@ let package = Package(
         .executable(name: "tandem", targets: ["tandem"]),
         // What a package depends on: `import Tandem`.
         .library(name: "Tandem", targets: ["Tandem"]),
+        // The parameter-server strategy (gRPC), apart so that `import Tandem` alone does not link gRPC.
+        .library(name: "TandemParameterServer", targets: ["TandemParameterServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

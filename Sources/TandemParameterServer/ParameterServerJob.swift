@@ -15,11 +15,12 @@ import TandemTrain
 public struct ParameterServerJob {
     public let job: JobConfig
     public let spec: ClusterSpec
-    private let addresses: [ClusterSpec.Address]
+    fileprivate let addresses: [ClusterSpec.Address]
     private let ranges: [Range<Int>]
     private let parameterCount: Int
-    private let workerCount: Int
-    private let security: ChannelSecurity
+    /// Workers in the job.
+    public let workerCount: Int
+    fileprivate let security: ChannelSecurity
     /// How long a worker waits for a ps's reply: longer than a ps holds one for a straggler under max_staleness.
     private let replyTimeoutSeconds = 30.0
 
@@ -83,54 +84,13 @@ public struct ParameterServerJob {
         public var computeSeconds = 0.0
         public var exchangeSeconds = 0.0
         public var cpuSeconds = 0.0
-    }
 
-    /// Pull → gradients on this worker's shard → push, until the chief ends the job; each push and the next pull
-    /// are one round trip on the worker's stream to each ps.
-    public func work(index: Int, data: DataSource, joinTimeoutSeconds: Double = 60) throws -> WorkerSummary {
-        let clients = try addresses.map { try ParameterServerClient(host: $0.host, port: $0.port, security: security) }
-        let loss = try Loss(name: job.loss)
-        let batch = job.training.batchSize
-        let pipeline = try BatchPipeline(examples: data.train, rows: data.trainRows, scaling: data.scaling,
-                                         globalBatchSize: batch * workerCount, shard: (workerCount, index), seed: job.seed)
-        let model = try Sequential(spec: job.model, seed: job.seed, maxBatchSize: batch)
-        let links = try join(clients, worker: index, fingerprint: fingerprint(model: model, data: data), timeoutSeconds: joinTimeoutSeconds)
-        defer { for link in links { link.close() } }
-        var stopped = try receiveParameters(links, into: model)
-        var summary = WorkerSummary()
-        let cpuAtStart = ProcessStatistics.cpuSeconds()
-        var epoch = 0
-        while !stopped {
-            pipeline.startEpoch(epoch)
-            defer { pipeline.finishEpoch() }
-            while !stopped, let next = try pipeline.next() {
-                let start = ProcessStatistics.now()
-                model.gradients.base.update(repeating: 0, count: parameterCount)
-                // No peers to synchronize with: each worker's step stands alone (asynchronous updates).
-                let context = LayerContext(training: true, seed: job.seed, epoch: epoch, exampleIndices: next.exampleIndices, globalRows: next.rows)
-                let statistics = try model.accumulateGradient(of: loss, features: next.features, targets: next.targets,
-                                                              rows: next.rows, gradientScale: 1 / Float(next.rows), context: context)
-                let computed = ProcessStatistics.now()
-                for (i, link) in links.enumerated() {
-                    var message = Wire(reservingCapacity: 4 * ranges[i].count + 12)
-                    message.append(UnsafeBufferPointer(start: model.gradients.base + ranges[i].lowerBound, count: ranges[i].count))
-                    message.append(i == 0 ? [Float(statistics.lossSum), Float(statistics.correct), Float(statistics.count)] : [0, 0, 0])
-                    link.send(message.bytes)
-                }
-                stopped = try receiveParameters(links, into: model)
-                summary.steps += 1
-                summary.computeSeconds += computed - start
-                summary.exchangeSeconds += ProcessStatistics.now() - computed
-            }
-            epoch += 1
-        }
-        summary.cpuSeconds = ProcessStatistics.cpuSeconds() - cpuAtStart
-        return summary
+        public init() {}
     }
 
     /// Opens this worker's stream to every ps and sends its fingerprint. Retries with back-off for `timeoutSeconds`
     /// while a ps is not up yet or the chief has not opened the job; a fingerprint the chief's differs from is final.
-    private func join(_ clients: [ParameterServerClient], worker: Int, fingerprint: Fingerprint, timeoutSeconds: Double) throws -> [ExchangeLink] {
+    fileprivate func join(_ clients: [ParameterServerClient], worker: Int, fingerprint: Fingerprint, timeoutSeconds: Double) throws -> [ExchangeLink] {
         var hello = Wire()
         hello.append(string: fingerprint.encoded)
         let deadline = ProcessStatistics.now() + timeoutSeconds
@@ -151,20 +111,30 @@ public struct ParameterServerJob {
         }
     }
 
-    /// Reads one reply from every ps into the model's parameters; true when the chief has ended the job.
-    private func receiveParameters(_ links: [ExchangeLink], into model: Sequential) throws -> Bool {
+    /// Reads one reply from every ps into `parameters`; true when the chief has ended the job.
+    fileprivate func receiveParameters(_ links: [ExchangeLink], into parameters: FlatArena) throws -> Bool {
         var stopped = false
         for (i, link) in links.enumerated() {
             var reader = Wire.Reader(try link.receive(timeoutSeconds: replyTimeoutSeconds))
             stopped = try reader.int64() != 0 || stopped
             _ = try reader.int64()
-            try reader.floats(ranges[i].count, into: model.parameters.base + ranges[i].lowerBound)
+            try reader.floats(ranges[i].count, into: parameters.base + ranges[i].lowerBound)
         }
         return stopped
     }
 
+    /// Sends one step's gradient to every ps, each its shard (ps 0 also the step's loss statistics).
+    fileprivate func push(_ gradients: FlatArena, statistics: LossStatistics, on links: [ExchangeLink]) {
+        for (i, link) in links.enumerated() {
+            var message = Wire(reservingCapacity: 4 * ranges[i].count + 12)
+            message.append(UnsafeBufferPointer(start: gradients.base + ranges[i].lowerBound, count: ranges[i].count))
+            message.append(i == 0 ? [Float(statistics.lossSum), Float(statistics.correct), Float(statistics.count)] : [0, 0, 0])
+            link.send(message.bytes)
+        }
+    }
+
     /// What the chief and every worker must agree on: the job, the model, the data and the cluster.
-    private func fingerprint(model: Sequential, data: DataSource) -> Fingerprint {
+    fileprivate func fingerprint(model: Sequential, data: DataSource) -> Fingerprint {
         Fingerprint(config: job, model: model, data: data, stepsPerEpoch: data.trainRows.count / job.training.batchSize,
                     replicas: workerCount,
                     extra: [("cluster", spec.tasks.map { "\($0.task.label) \($0.address.text)" }.joined(separator: ", "))])
@@ -324,5 +294,53 @@ func retrying<Value>(until deadline: Double, _ attempt: () throws -> Attempt<Val
             Thread.sleep(forTimeInterval: pause)
             pause = min(pause * 2, 1)
         }
+    }
+}
+
+/// A worker's side of the parameter-server exchange, which its `Trainer` trains through (`AsynchronousUpdate`):
+/// each step's gradient goes to the ps tasks, shard by shard, and their reply is the parameters of its next step.
+/// Each push and the next pull are one round trip on the worker's stream to each ps.
+final class ParameterServerWorker: AsynchronousUpdate {
+    let job: ParameterServerJob
+    let workerIndex: Int
+    var workerCount: Int { job.workerCount }
+    private let joinTimeoutSeconds: Double
+    private var links: [ExchangeLink] = []
+    /// Steps so far and where their time went (compute: from one reply to the next push).
+    private(set) var summary = ParameterServerJob.WorkerSummary()
+    private var lastReply = 0.0, cpuAtStart = 0.0
+
+    init(job: ParameterServerJob, index: Int, joinTimeoutSeconds: Double) {
+        self.job = job
+        workerIndex = index
+        self.joinTimeoutSeconds = joinTimeoutSeconds
+    }
+
+    func start(model: Sequential, data: DataSource) throws -> Bool {
+        let clients = try job.addresses.map { try ParameterServerClient(host: $0.host, port: $0.port, security: job.security) }
+        links = try job.join(clients, worker: workerIndex, fingerprint: job.fingerprint(model: model, data: data), timeoutSeconds: joinTimeoutSeconds)
+        let stopped = try job.receiveParameters(links, into: model.parameters)
+        cpuAtStart = ProcessStatistics.cpuSeconds()
+        lastReply = ProcessStatistics.now()
+        return !stopped
+    }
+
+    func exchange(gradients: FlatArena, statistics: LossStatistics, parameters: FlatArena) throws -> Bool {
+        let pushed = ProcessStatistics.now()
+        job.push(gradients, statistics: statistics, on: links)
+        let stopped = try job.receiveParameters(links, into: parameters)
+        summary.steps += 1
+        summary.computeSeconds += pushed - lastReply
+        lastReply = ProcessStatistics.now()
+        summary.exchangeSeconds += lastReply - pushed
+        return !stopped
+    }
+
+    /// Closes the streams (the ps close theirs in turn) and totals the CPU time; again, does nothing.
+    func close() {
+        guard !links.isEmpty else { return }
+        for link in links { link.close() }
+        links = []
+        summary.cpuSeconds = ProcessStatistics.cpuSeconds() - cpuAtStart
     }
 }

@@ -185,6 +185,9 @@ public struct JobConfig: Codable, Sendable, Equatable {
             if training.warmupEpochs != nil {
                 throw fail("training.warmup_epochs", "applies with training.scale_learning_rate to the mirrored strategies, not to a parameter_server job")
             }
+            if training.reductionGroups != nil {
+                throw fail("training.reduction_groups", "applies to the mirrored strategies (a fixed order of summing one global batch); a parameter_server job applies every push on its own")
+            }
         }
         if let tls {
             guard clusterStrategy == .parameterServer else {

@@ -32,6 +32,10 @@ public protocol Strategy: AnyObject {
 
     /// Releases what the strategy holds (MPI_Finalize for MPI ranks). Call once, after the last `run`.
     func finish()
+
+    /// For an asynchronous strategy (parameter servers): the update this process's worker trains through, in place
+    /// of the replicas' all-reduce. nil (the default): synchronous replicas.
+    func makeAsynchronousUpdate() throws -> AsynchronousUpdate?
 }
 
 /// Who knows of a failure: see `Strategy.scope(of:)`.
@@ -46,6 +50,8 @@ extension Strategy {
     }
 
     public func finish() {}
+
+    public func makeAsynchronousUpdate() throws -> AsynchronousUpdate? { nil }
 
     public var processCommunicator: Communicator { LocalCommunicator() }
 }

@@ -63,7 +63,8 @@ public struct EpochResult: Sendable {
 
 /// One replica's training loop. A step is: compute gradients on this replica's shard → `communicator` sums them
 /// (with the loss and hit count riding in the gradient arena's tail) → every replica applies the same update.
-/// With `LocalCommunicator` that is plain single-process training; the strategies only swap the communicator.
+/// With `LocalCommunicator` that is plain single-process training; the strategies only swap the communicator —
+/// or, for an asynchronous worker, the whole update (`AsynchronousUpdate`: gradients out, parameters in).
 public final class Trainer {
     public let config: JobConfig
     public let data: DataSource
@@ -73,6 +74,13 @@ public final class Trainer {
     public let loss: Loss
     public let pipeline: BatchPipeline
     public private(set) var completedEpochs = 0
+    /// For a worker of an asynchronous strategy: where its gradients go and its parameters come from (nil: the
+    /// replicas all-reduce and each applies the optimizer). Such a worker trains until the job ends it.
+    public let asynchronousUpdate: AsynchronousUpdate?
+    /// Whether the asynchronous job has ended (the worker stops at once, mid-epoch).
+    private var jobEnded = false
+    /// Rows whose gradients one update sums: the global batch, or an asynchronous worker's own batch.
+    private let rowsPerUpdate: Int
     /// Gradient buckets (PyTorch DDP style): when set, the gradients are all-reduced in buckets of at least this
     /// many floats, each started as soon as backward has finished its layers, overlapping communication with the
     /// rest of backward. nil: one fused all-reduce of the whole arena after backward.
@@ -99,16 +107,26 @@ public final class Trainer {
 
     /// One replica's trainer for `config`'s job on `data`. `startingFrom`: a model of the same layers whose
     /// parameters to start from (a model built and compiled in code) instead of the config's seed.
-    public init(config: JobConfig, data: DataSource, communicator: Communicator = LocalCommunicator(), startingFrom start: Sequential? = nil) throws {
+    /// `asynchronous`: train as a worker of an asynchronous strategy, each step of `training.batch_size` rows its own
+    /// update (`communicator` then stays a `LocalCommunicator`).
+    public init(config: JobConfig, data: DataSource, communicator: Communicator = LocalCommunicator(), startingFrom start: Sequential? = nil,
+                asynchronous: AsynchronousUpdate? = nil) throws {
         self.config = config
         self.data = data
         self.communicator = communicator
+        asynchronousUpdate = asynchronous
         loss = try Loss(name: config.loss)
-        let globalBatch = config.training.batchSize
+        if asynchronous != nil, communicator.size > 1 || config.training.reductionGroups != nil {
+            throw TandemError(.usage, "an asynchronous worker trains alone: it takes neither replicas nor training.reduction_groups")
+        }
+        // An asynchronous worker's rows are its slice of every `workerCount` batches, as a replica's of a global batch.
+        let (shards, shard) = asynchronous.map { ($0.workerCount, $0.workerIndex) } ?? (communicator.size, communicator.rank)
+        let globalBatch = config.training.batchSize * (asynchronous?.workerCount ?? 1)
         pipeline = try BatchPipeline(
             examples: data.train, rows: data.trainRows, scaling: data.scaling, globalBatchSize: globalBatch,
-            shard: (communicator.size, communicator.rank), seed: config.seed, prefetches: config.data.prefetch ?? true,
+            shard: (shards, shard), seed: config.seed, prefetches: config.data.prefetch ?? true,
             maxSteps: config.training.stepsPerEpoch)
+        rowsPerUpdate = asynchronous == nil ? globalBatch : config.training.batchSize
         model = try Sequential(spec: config.model, seed: config.seed, maxBatchSize: pipeline.perShardBatchSize)
         if let start {
             guard start.spec == model.spec else {
@@ -164,7 +182,12 @@ public final class Trainer {
     /// Makes every replica start identical: every replica's fingerprint must match rank 0's; then rank 0's
     /// parameters, optimizer state and counters are broadcast, and a checksum of each replica's state is compared
     /// across all of them. Call before the first step (after any restore).
+    /// An asynchronous worker instead joins its job and receives the parameters to start from.
     public func synchronizeReplicas() throws {
+        if let asynchronousUpdate {
+            jobEnded = try !asynchronousUpdate.start(model: model, data: data)
+            return
+        }
         guard communicator.size > 1 else { return }
         try checkAgreement()
         try communicator.broadcast(model.parameters.base, count: model.parameterCount, root: 0)
@@ -227,6 +250,7 @@ public final class Trainer {
         let gradients = model.gradients.base
         let tail = model.parameterCount
         if groupReducer != nil { return try groupedStep(batch, epoch: epoch) }
+        if asynchronousUpdate != nil { return try asynchronousStep(batch, epoch: epoch) }
         gradients.update(repeating: 0, count: tail + Sequential.statisticsSlots)
         let globalStep = optimizer.iterations + 1
         communicator.noteProgress(step: globalStep, phase: .forward)
@@ -234,7 +258,7 @@ public final class Trainer {
         let output = try model.forward(batch.features, rows: batch.rows, context: trainingContext(batch, epoch: epoch))
         let statistics = loss.compute(
             outputs: output, targets: batch.targets, rows: batch.rows, columns: model.outputSize,
-            dOutputs: model.dOutput, gradientScale: 1 / Float(pipeline.globalBatchSize))
+            dOutputs: model.dOutput, gradientScale: 1 / Float(rowsPerUpdate))
         gradients[tail] = Float(statistics.lossSum)
         gradients[tail + 1] = Float(statistics.correct)
         if let timeline { mark = timeline.record(.forward, since: mark) }
@@ -285,7 +309,7 @@ public final class Trainer {
                 let at = group * rows * model.outputSize
                 let statistics = loss.compute(outputs: output + at, targets: batch.targets + group * rows * width, rows: rows,
                                               columns: model.outputSize, dOutputs: model.dOutput + at,
-                                              gradientScale: 1 / Float(pipeline.globalBatchSize))
+                                              gradientScale: 1 / Float(rowsPerUpdate))
                 lockstepGradients[group][tail] = Float(statistics.lossSum)
                 lockstepGradients[group][tail + 1] = Float(statistics.correct)
             }
@@ -296,7 +320,7 @@ public final class Trainer {
                 target.update(repeating: 0, count: count)
                 let statistics = try model.accumulateGradient(
                     of: loss, features: batch.features + group * rows * model.inputSize, targets: batch.targets + group * rows * width,
-                    rows: rows, gradientScale: 1 / Float(pipeline.globalBatchSize), into: target, context: context.rows(from: group * rows))
+                    rows: rows, gradientScale: 1 / Float(rowsPerUpdate), into: target, context: context.rows(from: group * rows))
                 target[tail] = Float(statistics.lossSum)
                 target[tail + 1] = Float(statistics.correct)
             }
@@ -310,11 +334,28 @@ public final class Trainer {
         return try applyReducedGradients(batch, epoch: epoch, since: mark)
     }
 
+    /// The step of an asynchronous worker: its own gradient out, the next parameters in (no optimizer here: whoever
+    /// receives the gradient applies it). Once the job has ended, `fit` stops.
+    private func asynchronousStep(_ batch: Batch, epoch: Int) throws -> LossStatistics {
+        guard let asynchronousUpdate else { preconditionFailure("asynchronousStep without an asynchronous update") }
+        model.gradients.base.update(repeating: 0, count: model.parameterCount + Sequential.statisticsSlots)
+        var mark = timeline?.now() ?? 0
+        let statistics = try model.accumulateGradient(of: loss, features: batch.features, targets: batch.targets, rows: batch.rows,
+                                                      gradientScale: 1 / Float(rowsPerUpdate), context: trainingContext(batch, epoch: epoch))
+        if let timeline { mark = timeline.record(.backward, since: mark) }
+        guard statistics.lossSum.isFinite else {
+            throw TandemError(.numeric, "loss became \(statistics.lossSum) at epoch \(epoch + 1), step \(batch.step + 1) of this worker; lower optimizer.learning_rate or check the data scaling")
+        }
+        jobEnded = try !asynchronousUpdate.exchange(gradients: model.gradients, statistics: statistics, parameters: model.parameters)
+        timeline?.record(.reduction, since: mark)
+        return statistics
+    }
+
     /// What the layers need to train on `batch`: its rows' identities for dropout, the global batch for the
     /// statistics' weights, and the replicas a synchronized batch normalization sums with.
     private func trainingContext(_ batch: Batch, epoch: Int) -> LayerContext {
         LayerContext(training: true, seed: config.seed, epoch: epoch, exampleIndices: batch.exampleIndices,
-                     globalRows: pipeline.globalBatchSize, replicas: replicaSum)
+                     globalRows: rowsPerUpdate, replicas: replicaSum)
     }
 
     /// After the reduction: stop on a non-finite loss (every replica sees the same), else update.
@@ -328,13 +369,14 @@ public final class Trainer {
         optimizer.learningRateScale = learningRateScale()
         optimizer.apply(parameters: model.parameters.base, gradients: gradients)
         timeline?.record(.apply, since: mark)
-        return LossStatistics(lossSum: Double(stepLoss), correct: Int(gradients[tail + 1].rounded()), count: pipeline.globalBatchSize)
+        return LossStatistics(lossSum: Double(stepLoss), correct: Int(gradients[tail + 1].rounded()), count: rowsPerUpdate)
     }
 
-    /// Trains the remaining epochs. Rank 0 reports progress, writes metrics and checkpoints.
+    /// Trains the remaining epochs. Rank 0 reports progress, writes metrics and checkpoints. An asynchronous worker
+    /// trains until its job ends (its chief reports and writes) and returns the epochs it completed.
     public func fit(options: TrainingOptions = TrainingOptions()) throws -> TrainingSummary {
         let start = ProcessStatistics.now()
-        let isChief = communicator.rank == 0
+        let isChief = communicator.rank == 0 && asynchronousUpdate == nil
         let checkpoints = try options.checkpointDirectory.map { try CheckpointDirectory(path: $0, keep: options.keepCheckpoints) }
         let metrics = isChief ? try options.metricsPath.map { try MetricsWriter(path: $0) } : nil
         if let metrics {
@@ -351,7 +393,8 @@ public final class Trainer {
         let timelineWriter = isChief ? try options.timelinePath.map { try TimelineWriter(path: $0, replicas: communicator.size) } : nil
         defer { timeline = nil }
 
-        for epoch in completedEpochs..<config.training.epochs {
+        let lastEpoch = asynchronousUpdate == nil ? config.training.epochs : JobConfig.maximumEpochs
+        for epoch in completedEpochs..<lastEpoch where !jobEnded {
             let epochStart = ProcessStatistics.now()
             pipeline.startEpoch(epoch)
             defer { pipeline.finishEpoch() }
@@ -359,7 +402,7 @@ public final class Trainer {
             var statistics = LossStatistics()
             var waitStart = timeline?.now() ?? 0
             communicator.noteProgress(step: optimizer.iterations + 1, phase: .dataWait)
-            while let batch = try pipeline.next() {
+            while !jobEnded, let batch = try pipeline.next() {
                 if let timeline { timeline.record(.dataWait, since: waitStart) }
                 let stepStatistics = try step(batch, epoch: epoch)
                 statistics += stepStatistics
@@ -377,6 +420,8 @@ public final class Trainer {
                 waitStart = timeline?.now() ?? 0
                 communicator.noteProgress(step: optimizer.iterations + 1, phase: .dataWait)
             }
+            // An asynchronous job may end mid-epoch: that part of an epoch is not one.
+            if jobEnded { break }
             let seconds = ProcessStatistics.now() - epochStart
             let evaluationStart = timeline?.now() ?? 0
             communicator.noteProgress(step: optimizer.iterations, phase: .evaluation)
@@ -406,7 +451,7 @@ public final class Trainer {
             }
         }
         try timelineWriter?.close()
-        if let test = data.test {
+        if let test = data.test, asynchronousUpdate == nil {
             summary.test = try evaluate(test)
         }
         summary.wallSeconds = ProcessStatistics.now() - start

@@ -6,7 +6,7 @@ import Tandem
 struct TandemCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem",
-        abstract: "Data-parallel training of dense networks on CPUs.",
+        abstract: "Data-parallel training of dense and convolutional networks on CPUs.",
         discussion: """
             Train on one process, on several MPI ranks (mpirun -np N tandem train CONFIG), or read what a checkpoint holds. Configs for the reference workloads are in configs/.
             """,

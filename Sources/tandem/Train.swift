@@ -168,12 +168,16 @@ struct Train: ParsableCommand {
     private func runParameterServerTask(_ task: ClusterSpec.Task, job: JobConfig, spec: ClusterSpec,
                                         loadData: () throws -> DataSource) throws {
         ParameterServerJob.runAsyncWorkOnEventLoops()
-        let strategy = try ParameterServerJob(job: job, spec: spec)
+        let strategy = try ParameterServerStrategy(config: job, spec: spec, waitSeconds: stallSeconds)
+        defer { strategy.finish() }
         switch task.type {
         case .ps:
-            try strategy.serve(index: task.index)  // a ps needs no data
+            try strategy.serve()  // a ps needs no data
         case .worker:
-            let work = try strategy.work(index: task.index, data: loadData(), joinTimeoutSeconds: stallSeconds)
+            // The one training loop, its update the exchange with the ps tasks.
+            _ = try Trainer.run(job, on: loadData(), strategy: strategy)
+            strategy.finish()
+            let work = strategy.workerSummary ?? ParameterServerJob.WorkerSummary()
             let perStep = { (seconds: Double) in fixed(seconds / Double(max(work.steps, 1)) * 1e6, 0) }
             print("worker \(task.index): the chief ended the job after \(work.steps) steps; per step \(perStep(work.computeSeconds)) µs of gradients, \(perStep(work.exchangeSeconds)) µs exchanging with the ps; \(perStep(work.cpuSeconds)) µs of CPU (gRPC included)")
         case .chief:
@@ -181,8 +185,7 @@ struct Train: ParsableCommand {
             options.checkpointDirectory = checkpointDir
             options.keepCheckpoints = keep
             options.metricsPath = metrics
-            let summary = try strategy.lead(data: loadData(), options: options, resume: try resumePath(),
-                                            stallSeconds: stallSeconds)
+            let summary = try strategy.lead(data: loadData(), options: options, resume: try resumePath())
             if let test = summary.test {
                 print("Test: loss \(fixed(test.meanLoss, 4))  accuracy \(fixed(test.accuracy, 4))  (\(test.count) examples)")
             }

@@ -111,6 +111,59 @@ import Testing
         #expect(straightSummary.epochs.last!.train.meanLoss < straightSummary.epochs.first!.train.meanLoss)
     }
 
+    /// An update that applies the optimizer where the gradients arrive, as a parameter server does, and ends the
+    /// job after `stopAfter` steps.
+    final class ApplyingUpdate: AsynchronousUpdate {
+        let workerCount = 1, workerIndex = 0
+        let stopAfter: Int, specification: OptimizerSpec
+        private(set) var steps = 0
+        private var optimizer: Optimizer?
+        init(stopAfter: Int, optimizer: OptimizerSpec) { (self.stopAfter, specification) = (stopAfter, optimizer) }
+
+        func start(model: Sequential, data: DataSource) throws -> Bool {
+            optimizer = try specification.makeOptimizer(parameterCount: model.parameterCount, trainableCount: model.trainableCount)
+            return true
+        }
+
+        func exchange(gradients: FlatArena, statistics: LossStatistics, parameters: FlatArena) throws -> Bool {
+            optimizer!.apply(parameters: parameters.base, gradients: gradients.base)
+            steps += 1
+            return steps < stopAfter
+        }
+    }
+
+    /// An asynchronous worker runs the one training loop: with its update applied where it is received, one worker
+    /// trains the bits one synchronous process trains; and it stops where the job ends it, mid-epoch, without
+    /// counting that epoch.
+    @Test func anAsynchronousWorkerRunsTheSameLoop() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try directory.write("train.csv", text: classificationCSV(rows: 96, seed: 4))
+        let config = classificationConfig(epochs: 2)
+        var job = try JobConfig.load(path: try directory.write("job.json", text: config))
+        let data = try DataSource.load(config: job)
+        let synchronous = try Trainer(config: job, data: data)
+        _ = try synchronous.fit(options: silentOptions())
+        let steps = synchronous.pipeline.stepsPerEpoch
+        for (stopAfter, epochs) in [(2 * steps, 1), (2 * steps + 1, 2)] {
+            job.training.epochs = 2
+            let update = ApplyingUpdate(stopAfter: stopAfter, optimizer: job.optimizer)
+            let worker = try Trainer(config: job, data: data, asynchronous: update)
+            try worker.synchronizeReplicas()
+            let summary = try worker.fit(options: silentOptions())
+            #expect(update.steps == stopAfter)
+            #expect(summary.epochs.count == epochs && summary.test == nil)
+            if stopAfter == 2 * steps {
+                #expect(worker.model.parameterBits == synchronous.model.parameterBits)
+            }
+        }
+        // Reduction groups order a synchronous sum: an asynchronous worker refuses them.
+        job.training.reductionGroups = 2
+        expectTandemError(.usage, mentioning: ["asynchronous worker", "reduction_groups"]) {
+            _ = try Trainer(config: job, data: data, asynchronous: ApplyingUpdate(stopAfter: 1, optimizer: job.optimizer))
+        }
+    }
+
     @Test func restoringAFinishedRunAsksForMoreEpochs() throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
