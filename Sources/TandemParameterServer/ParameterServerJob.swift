@@ -173,8 +173,9 @@ public struct ParameterServerJob {
             }
             _ = try client.call(.open, message.bytes)
         }
-        let metrics = try options.metricsPath.map { try MetricsWriter(path: $0) }
-        let checkpoints = try options.checkpointDirectory.map { try CheckpointDirectory(path: $0, keep: options.keepCheckpoints) }
+        // The epoch's end is every chief's: the progress line, metrics, TensorBoard and the checkpoint.
+        let recorder = try EpochRecorder(options: options, isChief: true, epochs: job.training.epochs, stepsPerEpoch: stepsPerEpoch,
+                                         batchSize: job.training.batchSize, reportsAccuracy: loss.reportsAccuracy)
         var summary = TrainingSummary()
         var epochStatistics = LossStatistics()
         var epochStart = ProcessStatistics.now()
@@ -207,18 +208,13 @@ public struct ParameterServerJob {
             let seconds = ProcessStatistics.now() - epochStart
             var result = EpochResult(epoch: epoch, train: epochStatistics, validation: nil, seconds: seconds)
             result.test = test
+            result.pushes = pushes
             summary.epochs.append(result)
             if summary.startupSeconds == 0 { summary.startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0 }
-            var line = "Epoch \(epoch + 1)/\(job.training.epochs)  \(pushes) pushes  loss \(fixed(epochStatistics.meanLoss))"
-            if loss.reportsAccuracy { line += "  accuracy \(fixed(epochStatistics.accuracy))" }
-            if let test, loss.reportsAccuracy { line += "  test_accuracy \(fixed(test.accuracy))" }
-            print(line + String(format: "  %.2f s  %.0f samples/s", seconds, result.samplesPerSecond))
-            fflush(nil)
-            try metrics?.write(epoch: result, reportsAccuracy: loss.reportsAccuracy)
-            if let checkpoints {
-                optimizer.iterations = pushes
-                try checkpoints.save(TrainingState.checkpoint(model: model, optimizer: optimizer, epoch: epoch + 1,
-                                                              seed: job.seed, config: job, scaling: data.scaling), epoch: epoch + 1)
+            optimizer.iterations = pushes
+            try recorder.epochEnded(result, learningRate: Double(optimizer.currentLearningRate))
+            try recorder.save(epochs: epoch + 1) {
+                TrainingState.checkpoint(model: model, optimizer: optimizer, epoch: epoch + 1, seed: job.seed, config: job, scaling: data.scaling)
             }
             epoch += 1
             epochStatistics = LossStatistics()
@@ -227,7 +223,7 @@ public struct ParameterServerJob {
         summary.test = summary.epochs.last?.test
         summary.wallSeconds = ProcessStatistics.now() - start
         summary.peakResidentBytes = ProcessStatistics.peakResidentBytes()
-        try metrics?.write(summary: summary, reportsAccuracy: loss.reportsAccuracy)
+        try recorder.finish(summary)
         return summary
     }
 
@@ -272,8 +268,6 @@ public struct ParameterServerJob {
             }
         }
     }
-
-    private func fixed(_ value: Double) -> String { String(format: "%.4f", value) }
 }
 
 enum Attempt<Value> {

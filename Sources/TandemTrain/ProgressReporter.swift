@@ -44,10 +44,12 @@ public final class ProgressReporter {
 
     public func endEpoch(_ result: EpochResult) {
         guard style != .silent else { return }
-        var line = "Epoch \(result.epoch + 1)/\(epochs)  \(stepsPerEpoch)/\(stepsPerEpoch)  " + figures(result.train)
-        if let validation = result.validation {
-            line += "  val_loss \(format(validation.meanLoss, 4))"
-            if reportsAccuracy { line += "  val_accuracy \(format(validation.accuracy, 4))" }
+        let steps = result.pushes.map { "\($0) pushes" } ?? "\(stepsPerEpoch)/\(stepsPerEpoch)"
+        var line = "Epoch \(result.epoch + 1)/\(epochs)  \(steps)  " + figures(result.train)
+        for (name, statistics) in [("val", result.validation), ("test", result.test)] {
+            guard let statistics else { continue }
+            line += "  \(name)_loss \(format(statistics.meanLoss, 4))"
+            if reportsAccuracy { line += "  \(name)_accuracy \(format(statistics.accuracy, 4))" }
         }
         line += "  \(format(result.seconds, 2)) s  \(format(result.samplesPerSecond, 0)) samples/s"
         print((style == .live ? "\r" : "") + line + (style == .live ? "\u{1B}[K" : ""))

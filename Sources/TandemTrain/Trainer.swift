@@ -51,6 +51,9 @@ public struct EpochResult: Sendable {
     public var stragglerWaitSeconds: Double?
     /// The test set after the epoch, where a strategy evaluates it every epoch (the parameter-server chief).
     public var test: LossStatistics?
+    /// In an asynchronous job: the pushes counted by the epoch's end, over every worker (they overshoot an
+    /// epoch's steps by what arrived while the chief looked).
+    public var pushes: Int?
     public var samplesPerSecond: Double { seconds > 0 ? Double(train.count) / seconds : 0 }
 
     public init(epoch: Int, train: LossStatistics, validation: LossStatistics?, seconds: Double) {
@@ -377,18 +380,15 @@ public final class Trainer {
     public func fit(options: TrainingOptions = TrainingOptions()) throws -> TrainingSummary {
         let start = ProcessStatistics.now()
         let isChief = communicator.rank == 0 && asynchronousUpdate == nil
-        let checkpoints = try options.checkpointDirectory.map { try CheckpointDirectory(path: $0, keep: options.keepCheckpoints) }
-        let metrics = isChief ? try options.metricsPath.map { try MetricsWriter(path: $0) } : nil
-        if let metrics {
+        let recorder = try EpochRecorder(options: options, isChief: isChief, epochs: config.training.epochs, stepsPerEpoch: pipeline.stepsPerEpoch,
+                                         batchSize: pipeline.globalBatchSize, reportsAccuracy: loss.reportsAccuracy)
+        if let metrics = recorder.metrics {
             // The stall inspector writes from its own thread while this one is stuck in a collective.
             let writer = UncheckedSendable(metrics)
             communicator.observeStalls { record in try? writer.value.write(record) }
         }
-        let progress = ProgressReporter(style: isChief ? options.progress : .silent, epochs: config.training.epochs,
-                                        stepsPerEpoch: pipeline.stepsPerEpoch, batchSize: pipeline.globalBatchSize,
-                                        reportsAccuracy: loss.reportsAccuracy)
+        let progress = recorder.progress
         var summary = TrainingSummary()
-        let tensorboard = isChief ? try options.tensorboardDirectory.map { try TensorBoardWriter(directory: $0) } : nil
         timeline = options.timelinePath.map { _ in Timeline(capacity: pipeline.stepsPerEpoch * 5 + 16) }
         let timelineWriter = isChief ? try options.timelinePath.map { try TimelineWriter(path: $0, replicas: communicator.size) } : nil
         defer { timeline = nil }
@@ -406,12 +406,7 @@ public final class Trainer {
                 if let timeline { timeline.record(.dataWait, since: waitStart) }
                 let stepStatistics = try step(batch, epoch: epoch)
                 statistics += stepStatistics
-                if let tensorboard, (batch.step + 1) % options.tensorboardStepInterval == 0 {
-                    let globalStep = epoch * pipeline.stepsPerEpoch + batch.step + 1
-                    tensorboard.scalar("batch/loss", stepStatistics.meanLoss, step: globalStep)
-                    if loss.reportsAccuracy { tensorboard.scalar("batch/accuracy", stepStatistics.accuracy, step: globalStep) }
-                    tensorboard.scalar("batch/learning_rate", Double(optimizer.currentLearningRate), step: globalStep)
-                }
+                recorder.step(batch.step, of: epoch, statistics: stepStatistics, learningRate: Double(optimizer.currentLearningRate))
                 if summary.startupSeconds == 0 {
                     // Process start to the end of the first step: what a user waits before training is under way.
                     summary.startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0
@@ -433,15 +428,14 @@ public final class Trainer {
             }
             summary.epochs.append(result)
             completedEpochs = epoch + 1
-            progress.endEpoch(result)
-            try metrics?.write(epoch: result, reportsAccuracy: loss.reportsAccuracy)
-            if let tensorboard { write(result, to: tensorboard) }
-            if isChief, let checkpoints {
+            try recorder.epochEnded(result, learningRate: Double(optimizer.currentLearningRate))
+            if recorder.savesCheckpoints {
                 let checkpointStart = timeline?.now() ?? 0
                 communicator.noteProgress(step: optimizer.iterations, phase: .checkpoint)
-                try checkpoints.save(TrainingState.checkpoint(model: model, optimizer: optimizer, epoch: completedEpochs,
-                                                              seed: config.seed, config: config, scaling: data.scaling),
-                                     epoch: completedEpochs)
+                try recorder.save(epochs: completedEpochs) {
+                    TrainingState.checkpoint(model: model, optimizer: optimizer, epoch: completedEpochs,
+                                             seed: config.seed, config: config, scaling: data.scaling)
+                }
                 timeline?.record(.checkpoint, since: checkpointStart)
             }
             if let timeline {
@@ -456,24 +450,8 @@ public final class Trainer {
         }
         summary.wallSeconds = ProcessStatistics.now() - start
         summary.peakResidentBytes = ProcessStatistics.peakResidentBytes()
-        try metrics?.write(summary: summary, reportsAccuracy: loss.reportsAccuracy)
+        try recorder.finish(summary)
         return summary
-    }
-
-    /// The epoch's figures as TensorBoard scalars, against the global step at the epoch's end.
-    private func write(_ result: EpochResult, to tensorboard: TensorBoardWriter) {
-        let step = (result.epoch + 1) * pipeline.stepsPerEpoch
-        tensorboard.scalar("epoch/loss", result.train.meanLoss, step: step)
-        if loss.reportsAccuracy { tensorboard.scalar("epoch/accuracy", result.train.accuracy, step: step) }
-        if let validation = result.validation {
-            tensorboard.scalar("epoch/val_loss", validation.meanLoss, step: step)
-            if loss.reportsAccuracy { tensorboard.scalar("epoch/val_accuracy", validation.accuracy, step: step) }
-        }
-        tensorboard.scalar("epoch/samples_per_sec", result.samplesPerSecond, step: step)
-        tensorboard.scalar("epoch/learning_rate", Double(optimizer.currentLearningRate), step: step)
-        if let allreduce = result.allreduceSeconds { tensorboard.scalar("epoch/allreduce_us", allreduce * 1e6, step: step) }
-        if let wait = result.stragglerWaitSeconds { tensorboard.scalar("epoch/straggler_wait_us", wait * 1e6, step: step) }
-        tensorboard.flush()
     }
 
     /// Loss and accuracy on `rows` of `examples` (all rows when nil), split across the replicas and combined.

@@ -185,6 +185,8 @@ struct Train: ParsableCommand {
             options.checkpointDirectory = checkpointDir
             options.keepCheckpoints = keep
             options.metricsPath = metrics
+            options.tensorboardDirectory = tensorboard
+            options.progress = progress == .automatic ? .lines : progress
             let summary = try strategy.lead(data: loadData(), options: options, resume: try resumePath())
             if let test = summary.test {
                 print("Test: loss \(fixed(test.meanLoss, 4))  accuracy \(fixed(test.accuracy, 4))  (\(test.count) examples)")
