@@ -150,7 +150,7 @@ public final class Trainer {
             // from forward for backward would see only the last group's.
             if model.synchronizesReplicas,
                let alone = model.layers.firstIndex(where: { $0 is BatchNormalization && !$0.synchronizesReplicas }) {
-                throw TandemError(.badConfig, "model.layers[\(alone)]: with training.reduction_groups and synchronized batch normalization elsewhere, every batch_normalization layer must be synchronized")
+                throw TandemError(.badConfig, "\(config.sourcePath ?? "config"): model.layers[\(alone)]: with training.reduction_groups and synchronized batch normalization elsewhere, every batch_normalization layer must be synchronized")
             }
         }
         if let groups = config.training.reductionGroups {

@@ -50,7 +50,8 @@ extension EndToEnd {
         /// accuracy within a point — three for batch normalization, whose evaluation uses moving averages that
         /// still lag the weights after one epoch (its test accuracy is ~77%, and swings by a point or more with
         /// the rounding of the sums; measured 76.1 against 77.5% at 2 × 2). The one-step agreement is checked to
-        /// rounding in TandemCollectivesTests.SynchronizedBatchNormalizationTests.
+        /// rounding in TandemCollectivesTests.SynchronizedBatchNormalizationTests; with `--reduction-groups 4` the
+        /// layouts end bit-identical (`reductionGroupsTrainTheSameBitsOnEveryLayout`).
         @Test(arguments: [(2, 1), (1, 2), (2, 2)])
         func replicasTrainWhatOneProcessTrains(ranks: Int, threads: Int) throws {
             for config in [Self.cnnBatchNorm, Self.cnn] {
