@@ -24,6 +24,8 @@ public final class Sequential: @unchecked Sendable {
     public let layers: [any Layer]
     /// Each layer's output shape for one example.
     public let outputShapes: [[Int]]
+    /// Each layer's output floats per example (the row width of its output buffer).
+    private let outputWidths: [Int]
     /// Every float of the parameter arena: trainable parameters, then statistics (see ``ArenaLayout``).
     public let parameterCount: Int
     /// The trainable parameters, at the start of the arena: what the optimizer updates.
@@ -71,6 +73,7 @@ public final class Sequential: @unchecked Sendable {
         self.seed = seed
         self.placement = placement
         outputShapes = placement.outputShapes
+        outputWidths = placement.outputShapes.map { $0.reduce(1, *) }
         parameterCount = placement.parameterCount
         trainableCount = placement.trainableCount
         var paired = [(any FusingLayer)?](repeating: nil, count: layers.count)
@@ -125,13 +128,13 @@ public final class Sequential: @unchecked Sendable {
         try placement.checkFitsInMemory(maxBatchSize: rows, optimizerSlots: 0)
         maxBatchSize = rows
         // A fused pair never writes its first layer's output nor its gradient: no buffers for them.
-        let kept = outputShapes.indices.map { pairedWithNext[$0] == nil ? rows * outputShapes[$0].reduce(1, *) : 0 }
+        let kept = outputWidths.indices.map { pairedWithNext[$0] == nil ? rows * outputWidths[$0] : 0 }
         outputs = kept.map { FlatArena(count: $0) }
         dOutputs = kept.map { FlatArena(count: $0) }
         for layer in layers { layer.reserve(maxBatchSize: rows) }
     }
 
-    public var outputSize: Int { outputShapes.last!.reduce(1, *) }
+    public var outputSize: Int { outputWidths.last! }
     public var lastActivation: Activation { layers.last!.activation }
     /// Whether a layer sums statistics across replicas while training (a strategy then gives the context its
     /// replicas, and every replica must run the same layers on every step).
@@ -154,7 +157,7 @@ public final class Sequential: @unchecked Sendable {
         while index < layers.count {
             let pair = pairedWithNext[index], first = index
             if pair != nil { index += 1 }
-            let output = outputs[index].base, outputWidth = outputShapes[index].reduce(1, *)
+            let output = outputs[index].base, outputWidth = outputWidths[index]
             let slices = slicing(rows: rows, context: context, synchronized: layers[first].synchronizesReplicas)
             for slice in 0..<slices.count {
                 let start = slice * slices.rows, sliceContext = context.rows(from: start)
@@ -201,7 +204,7 @@ public final class Sequential: @unchecked Sendable {
         while index >= 0 {
             // The layers this pass differentiates: index alone, or first = index - 1 fused with it.
             let pair = index > 0 ? pairedWithNext[index - 1] : nil, first = pair == nil ? index : index - 1
-            let inputWidth = first == 0 ? inputSize : outputShapes[first - 1].reduce(1, *), outputWidth = outputShapes[index].reduce(1, *)
+            let inputWidth = first == 0 ? inputSize : outputWidths[first - 1], outputWidth = outputWidths[index]
             let layerInput = first == 0 ? input : UnsafePointer(outputs[first - 1].base), dInput = first == 0 ? nil : dOutputs[first - 1].base
             let slices = slicing(rows: lastRows, context: lastContext, synchronized: layers[first].synchronizesReplicas)
             for slice in 0..<slices.count {

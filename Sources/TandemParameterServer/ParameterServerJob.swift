@@ -17,7 +17,6 @@ public struct ParameterServerJob {
     public let spec: ClusterSpec
     fileprivate let addresses: [ClusterSpec.Address]
     private let ranges: [Range<Int>]
-    private let parameterCount: Int
     /// Workers in the job.
     public let workerCount: Int
     fileprivate let security: ChannelSecurity
@@ -29,8 +28,7 @@ public struct ParameterServerJob {
         self.job = job
         self.spec = spec
         addresses = spec.tasks.filter { $0.task.type == .ps }.map(\.address)
-        parameterCount = try Sequential(spec: job.model, seed: job.seed, maxBatchSize: 1).parameterCount
-        ranges = shardRanges(count: parameterCount, parts: addresses.count)
+        ranges = shardRanges(count: try Sequential(spec: job.model, seed: job.seed, maxBatchSize: 1).parameterCount, parts: addresses.count)
         workerCount = spec.roles[.worker]?.count ?? 0
         security = ChannelSecurity(job: job)
     }
@@ -327,14 +325,14 @@ final class ParameterServerWorker: AsynchronousUpdate {
         summary.computeSeconds += pushed - lastReply
         lastReply = ProcessStatistics.now()
         summary.exchangeSeconds += lastReply - pushed
+        // The job's last step: the worker's CPU time is complete.
+        if stopped { summary.cpuSeconds = ProcessStatistics.cpuSeconds() - cpuAtStart }
         return !stopped
     }
 
-    /// Closes the streams (the ps close theirs in turn) and totals the CPU time; again, does nothing.
+    /// Closes the streams (the ps close theirs in turn).
     func close() {
-        guard !links.isEmpty else { return }
         for link in links { link.close() }
         links = []
-        summary.cpuSeconds = ProcessStatistics.cpuSeconds() - cpuAtStart
     }
 }

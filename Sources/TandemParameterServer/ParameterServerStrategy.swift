@@ -56,7 +56,7 @@ public final class ParameterServerStrategy: Strategy {
         return worker
     }
 
-    /// What this worker did, once its training has ended.
+    /// What this worker did, once the chief has ended its training.
     public var workerSummary: ParameterServerJob.WorkerSummary? { worker?.summary }
 
     /// Serves this ps task's shard until the chief ends the job.

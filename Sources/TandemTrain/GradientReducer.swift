@@ -41,6 +41,9 @@ public final class GradientReducer {
     /// gradient apart — zero the gradient arena, forward and backward on its rows — and hand it over with
     /// `collect(group:)` before the next group.
     public let localGroups: Int
+    /// Each local group's gradient buffer, by group (see `gradient(ofGroup:)`): what a pass that runs the groups
+    /// together is given (`LockstepGroups.gradients`).
+    public let groupGradientBases: UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>>
 
     public var rank: Int { communicator.rank }
     public var size: Int { communicator.size }
@@ -68,7 +71,11 @@ public final class GradientReducer {
         self.reductionGroups = reductionGroups
         localGroups = reductionGroups.map { $0 / communicator.size } ?? 1
         groupGradients = localGroups > 1 ? (0..<localGroups).map { _ in FlatArena(count: gradients.count) } : []
+        groupGradientBases = .allocate(capacity: localGroups)
+        _ = groupGradientBases.initialize(from: groupGradients.isEmpty ? [gradients.base] : groupGradients.map(\.base))
     }
+
+    deinit { groupGradientBases.deallocate() }
 
     /// Replaces every replica's parameters (and each of `state`, e.g. optimizer moments) with rank 0's, then checks
     /// that every replica holds the same bits: call before the first step.
@@ -98,9 +105,7 @@ public final class GradientReducer {
     /// Where group `group`'s gradient is kept until `reduce()`: a buffer of the arena's layout (the arena itself
     /// with one group per replica). A loop that computes each group's gradient straight into it — the trainer does
     /// — skips `collect(group:)`'s copy.
-    public func gradient(ofGroup group: Int) -> UnsafeMutablePointer<Float> {
-        groupGradients.isEmpty ? gradients.base : groupGradients[group].base
-    }
+    public func gradient(ofGroup group: Int) -> UnsafeMutablePointer<Float> { groupGradientBases[group] }
 
     /// Sums the gradient arena over every replica, in place: after it, every replica holds the same sum. With
     /// reduction groups, first this replica's groups in a fixed binary tree, then across replicas in rank order.

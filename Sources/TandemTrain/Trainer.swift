@@ -95,9 +95,9 @@ public final class Trainer {
     /// With reduction groups (see JobConfig): the reducer that knows how many this replica computes per step,
     /// keeps each group's gradient and sums them in the fixed tree.
     private let groupReducer: GradientReducer?
-    /// With reduction groups and a layer that synchronizes replicas: each local group's gradient buffer, for the
-    /// lockstep pass (see `LockstepGroups`).
-    private var lockstepGradients: UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>>?
+    /// With reduction groups and a layer that synchronizes replicas: this replica's groups go through the layers
+    /// together (see `LockstepGroups`).
+    private let groupsRunInLockstep: Bool
     /// Set by `fit` when a timeline is asked for; nil costs nothing.
     private var timeline: Timeline?
 
@@ -152,27 +152,18 @@ public final class Trainer {
                let alone = model.layers.firstIndex(where: { $0 is BatchNormalization && !$0.synchronizesReplicas }) {
                 throw TandemError(.badConfig, "\(config.sourcePath ?? "config"): model.layers[\(alone)]: with training.reduction_groups and synchronized batch normalization elsewhere, every batch_normalization layer must be synchronized")
             }
-        }
-        if let groups = config.training.reductionGroups {
-            let reducer = try GradientReducer(communicator: communicator, parameters: model.parameters, gradients: model.gradients,
-                                              reductionGroups: groups)
-            groupReducer = reducer
-            if model.synchronizesReplicas {
-                lockstepGradients = .allocate(capacity: reducer.localGroups)
-                for group in 0..<reducer.localGroups { lockstepGradients?[group] = reducer.gradient(ofGroup: group) }
-            }
+            groupReducer = try GradientReducer(communicator: communicator, parameters: model.parameters, gradients: model.gradients,
+                                               reductionGroups: groups)
         } else {
             groupReducer = nil
         }
+        groupsRunInLockstep = groupReducer != nil && model.synchronizesReplicas
         allreduceTimes = .allocate(capacity: pipeline.stepsPerEpoch)
         replicaSum = communicator.size > 1 ? communicator : nil
         evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
     }
 
-    deinit {
-        allreduceTimes.deallocate()
-        lockstepGradients?.deallocate()
-    }
+    deinit { allreduceTimes.deallocate() }
 
     /// Continues from a checkpoint: parameters, optimizer state, and the number of epochs already done.
     public func restore(from path: String) throws {
@@ -302,30 +293,31 @@ public final class Trainer {
         communicator.noteProgress(step: globalStep, phase: .forward)
         var mark = timeline?.now() ?? 0
         var context = trainingContext(batch, epoch: epoch)
-        if let lockstepGradients {
+        for group in 0..<localGroups { groupReducer.gradient(ofGroup: group).update(repeating: 0, count: count) }
+        // The group's loss sum and hits ride in its gradient's tail.
+        func keep(_ statistics: LossStatistics, ofGroup group: Int) {
+            let target = groupReducer.gradient(ofGroup: group)
+            target[tail] = Float(statistics.lossSum)
+            target[tail + 1] = Float(statistics.correct)
+        }
+        if groupsRunInLockstep {
             // All groups through each layer before the next (a synchronized layer adds up every group's statistics).
-            for group in 0..<localGroups { lockstepGradients[group].update(repeating: 0, count: count) }
             context.groups = LockstepGroups(rowsPerGroup: rows, localCount: localGroups, firstGroup: communicator.rank * localGroups,
-                                            totalCount: localGroups * communicator.size, gradients: UnsafePointer(lockstepGradients.baseAddress!))
+                                            totalCount: localGroups * communicator.size,
+                                            gradients: UnsafePointer(groupReducer.groupGradientBases.baseAddress!))
             let output = try model.forward(batch.features, rows: batch.rows, context: context)
             for group in 0..<localGroups {
                 let at = group * rows * model.outputSize
-                let statistics = loss.compute(outputs: output + at, targets: batch.targets + group * rows * width, rows: rows,
-                                              columns: model.outputSize, dOutputs: model.dOutput + at,
-                                              gradientScale: 1 / Float(rowsPerUpdate))
-                lockstepGradients[group][tail] = Float(statistics.lossSum)
-                lockstepGradients[group][tail + 1] = Float(statistics.correct)
+                keep(loss.compute(outputs: output + at, targets: batch.targets + group * rows * width, rows: rows, columns: model.outputSize,
+                                  dOutputs: model.dOutput + at, gradientScale: 1 / Float(rowsPerUpdate)), ofGroup: group)
             }
             try model.backward(lossFusesLastActivation: lossFusesLastActivation)
         } else {
             for group in 0..<localGroups {
-                let target = groupReducer.gradient(ofGroup: group)
-                target.update(repeating: 0, count: count)
-                let statistics = try model.accumulateGradient(
+                keep(try model.accumulateGradient(
                     of: loss, features: batch.features + group * rows * model.inputSize, targets: batch.targets + group * rows * width,
-                    rows: rows, gradientScale: 1 / Float(rowsPerUpdate), into: target, context: context.rows(from: group * rows))
-                target[tail] = Float(statistics.lossSum)
-                target[tail + 1] = Float(statistics.correct)
+                    rows: rows, gradientScale: 1 / Float(rowsPerUpdate), into: groupReducer.gradient(ofGroup: group),
+                    context: context.rows(from: group * rows)), ofGroup: group)
             }
         }
         if let timeline { mark = timeline.record(.backward, since: mark) }

@@ -176,7 +176,6 @@ struct Train: ParsableCommand {
         case .worker:
             // The one training loop, its update the exchange with the ps tasks.
             _ = try Trainer.run(job, on: loadData(), strategy: strategy)
-            strategy.finish()
             let work = strategy.workerSummary ?? ParameterServerJob.WorkerSummary()
             let perStep = { (seconds: Double) in fixed(seconds / Double(max(work.steps, 1)) * 1e6, 0) }
             print("worker \(task.index): the chief ended the job after \(work.steps) steps; per step \(perStep(work.computeSeconds)) µs of gradients, \(perStep(work.exchangeSeconds)) µs exchanging with the ps; \(perStep(work.cpuSeconds)) µs of CPU (gRPC included)")
