@@ -90,7 +90,7 @@ let package = Package(
         // relatives defined in the executable itself (EndToEndTests.AllocationTests).
         .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
         .executableTarget(name: "CountAllocations", dependencies: [
-            "CAllocationCounter", "TandemCore", "TandemData", "TandemNN", "TandemCollectives", "TandemTrain",
+            "CAllocationCounter", "TandemCore", "TandemData", "TandemNN", "TandemCollectives", "TandemTrain", "TandemParameterServer",
         ], path: "Tests/CountAllocations"),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"]),
         .testTarget(name: "TandemNNTests", dependencies: ["TandemNN", "TandemCore", "TandemTestSupport"]),

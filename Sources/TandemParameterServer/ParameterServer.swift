@@ -210,8 +210,8 @@ final class ParameterShard: @unchecked Sendable {
             }
         case .stop:
             lock.withLock { stopped = true }
-        case .exchange:
-            throw RPCError(code: .unimplemented, message: "Exchange is a stream")
+        case .exchange, .echo:
+            throw RPCError(code: .unimplemented, message: "\(method.rawValue) is a stream")
         }
         return reply.bytes
     }
@@ -230,6 +230,14 @@ struct ParameterServerService: RegistrableRPCService {
         for method in ParameterServerMethod.allCases {
             router.registerHandler(forMethod: method.descriptor, deserializer: BytesDeserializer(), serializer: BytesSerializer()) { request, context in
                 try Self.checkToken(request.metadata, method: method, peer: context.remotePeer, shard: shard)
+                if method == .echo {
+                    // The transport alone: an exchange reply's bytes (zeros) for every message, nothing trained.
+                    let reply = [UInt8](repeating: 0, count: 16 + 4 * shard.range.count)
+                    return StreamingServerResponse { writer in
+                        for try await _ in request.messages { try await writer.write(reply) }
+                        return [:]
+                    }
+                }
                 guard method == .exchange else {
                     let single = try await ServerRequest(stream: request)
                     return StreamingServerResponse(single: ServerResponse(message: try shard.handle(method, single.message)))

@@ -11,17 +11,19 @@ import TandemTrain
 /// The asynchronous parameter-server strategy (TensorFlow's ParameterServerStrategy): ps tasks hold the parameters
 /// in contiguous shards and apply pushed gradients with the optimizer; workers loop pull → gradients on their own
 /// data shard → push, never waiting for each other; the chief counts pushes against the budget (epochs × steps of
-/// one epoch of data), evaluates and checkpoints after every epoch's worth, and stops the job.
+/// one epoch of data), evaluates and checkpoints after every epoch's worth, and stops the job. Workers and the chief
+/// both run `Trainer.fit`: the worker's side of the wire is `ParameterServerWorker`, the chief's
+/// `ParameterServerCoordinator`.
 public struct ParameterServerJob {
     public let job: JobConfig
     public let spec: ClusterSpec
-    fileprivate let addresses: [ClusterSpec.Address]
+    let addresses: [ClusterSpec.Address]
     private let ranges: [Range<Int>]
     /// Workers in the job.
     public let workerCount: Int
-    fileprivate let security: ChannelSecurity
+    let security: ChannelSecurity
     /// How long a worker waits for a ps's reply: longer than a ps holds one for a straggler under max_staleness.
-    private let replyTimeoutSeconds = 30.0
+    let replyTimeoutSeconds = 30.0
 
     public init(job: JobConfig, spec: ClusterSpec) throws {
         try spec.validate(for: .parameterServer)
@@ -88,13 +90,18 @@ public struct ParameterServerJob {
 
     /// Opens this worker's stream to every ps and sends its fingerprint. Retries with back-off for `timeoutSeconds`
     /// while a ps is not up yet or the chief has not opened the job; a fingerprint the chief's differs from is final.
-    fileprivate func join(_ clients: [ParameterServerClient], worker: Int, fingerprint: Fingerprint, timeoutSeconds: Double) throws -> [ExchangeLink] {
-        var hello = Wire()
-        hello.append(string: fingerprint.encoded)
+    func join(_ clients: [ParameterServerClient], worker: Int, fingerprint: Fingerprint, timeoutSeconds: Double) throws -> [ExchangeLink] {
         let deadline = ProcessStatistics.now() + timeoutSeconds
         return try retrying(until: deadline) {
-            let links = clients.map { ExchangeLink(client: $0, worker: worker) }
-            for link in links { link.send(hello.bytes) }
+            let links = clients.indices.map { i in
+                ExchangeLink(client: clients[i], worker: worker, messageCapacity: max(pushBytes(i), 8 + fingerprint.encoded.count),
+                             replyBytes: replyBytes(i))
+            }
+            for link in links {
+                link.outgoing.reset()
+                link.outgoing.append(string: fingerprint.encoded)
+                link.send()
+            }
             // The answer is the first reply, which carries the parameters: wait until every link has one or ended.
             let failed = links.first { !$0.waitForFirstReply(timeoutSeconds: min(max(deadline - ProcessStatistics.now(), 1), 86_400)) }
             guard let failed else { return .done(links) }
@@ -109,30 +116,41 @@ public struct ParameterServerJob {
         }
     }
 
+    /// Bytes of a push to ps `index`: its range of the gradient, then (loss sum, hits, rows).
+    func pushBytes(_ index: Int) -> Int { 4 * ranges[index].count + 12 }
+
+    /// Bytes of ps `index`'s reply to a push: [stop flag, pushes so far], then its range of the parameters.
+    func replyBytes(_ index: Int) -> Int { 16 + 4 * ranges[index].count }
+
     /// Reads one reply from every ps into `parameters`; true when the chief has ended the job.
-    fileprivate func receiveParameters(_ links: [ExchangeLink], into parameters: FlatArena) throws -> Bool {
+    func receiveParameters(_ links: [ExchangeLink], into parameters: FlatArena) throws -> Bool {
         var stopped = false
         for (i, link) in links.enumerated() {
-            var reader = Wire.Reader(try link.receive(timeoutSeconds: replyTimeoutSeconds))
-            stopped = try reader.int64() != 0 || stopped
-            _ = try reader.int64()
-            try reader.floats(ranges[i].count, into: parameters.base + ranges[i].lowerBound)
+            // The landing's size was checked against `replyBytes(i)` when the reply arrived.
+            let reply = try link.receive(timeoutSeconds: replyTimeoutSeconds)
+            stopped = Int64(littleEndian: reply.loadUnaligned(as: Int64.self)) != 0 || stopped
+            UnsafeMutableRawPointer(parameters.base + ranges[i].lowerBound).copyMemory(from: reply.baseAddress! + 16, byteCount: 4 * ranges[i].count)
         }
         return stopped
     }
 
-    /// Sends one step's gradient to every ps, each its shard (ps 0 also the step's loss statistics).
-    fileprivate func push(_ gradients: FlatArena, statistics: LossStatistics, on links: [ExchangeLink]) {
+    /// Sends one step's gradient to every ps, each its shard (ps 0 also the step's loss statistics), each in the
+    /// link's own message: nothing is allocated.
+    func push(_ gradients: FlatArena, statistics: LossStatistics, on links: [ExchangeLink]) {
         for (i, link) in links.enumerated() {
-            var message = Wire(reservingCapacity: 4 * ranges[i].count + 12)
+            let message = link.outgoing
+            message.reset()
             message.append(UnsafeBufferPointer(start: gradients.base + ranges[i].lowerBound, count: ranges[i].count))
-            message.append(i == 0 ? [Float(statistics.lossSum), Float(statistics.correct), Float(statistics.count)] : [0, 0, 0])
-            link.send(message.bytes)
+            let carriesStatistics = i == 0
+            message.append(carriesStatistics ? Float(statistics.lossSum) : 0)
+            message.append(carriesStatistics ? Float(statistics.correct) : 0)
+            message.append(carriesStatistics ? Float(statistics.count) : 0)
+            link.send()
         }
     }
 
     /// What the chief and every worker must agree on: the job, the model, the data and the cluster.
-    fileprivate func fingerprint(model: Sequential, data: DataSource) -> Fingerprint {
+    func fingerprint(model: Sequential, data: DataSource) -> Fingerprint {
         Fingerprint(config: job, model: model, data: data, stepsPerEpoch: data.trainRows.count / job.training.batchSize,
                     replicas: workerCount,
                     extra: [("cluster", spec.tasks.map { "\($0.task.label) \($0.address.text)" }.joined(separator: ", "))])
@@ -140,93 +158,29 @@ public struct ParameterServerJob {
 
     // MARK: chief
 
-    /// Runs the job to its budget (from a checkpoint with `resume`); returns the summary the CLI reports.
-    public func lead(data: DataSource, options: TrainingOptions, resume: String? = nil, stallSeconds: Double = 60) throws -> TrainingSummary {
-        let start = ProcessStatistics.now()
+    /// The chief's clients of every ps, once they all answer.
+    func connectToParameterServers(timeoutSeconds: Double) throws -> [ParameterServerClient] {
         let clients = try addresses.map { try ParameterServerClient(host: $0.host, port: $0.port, security: security) }
-        try waitForParameterServers(clients, timeoutSeconds: stallSeconds)
-        let loss = try Loss(name: job.loss)
-        let model = try Sequential(spec: job.model, seed: job.seed, maxBatchSize: 256)
-        // A full copy of the ps tasks' optimizer state, gathered for checkpoints and handed back on resume.
-        let optimizer = try job.optimizer.makeOptimizer(parameterCount: model.parameterCount, trainableCount: model.trainableCount)
-        let evaluator = Evaluator(model: model, loss: loss, scaling: data.scaling, targetWidth: data.train.targetWidth)
-        let stepsPerEpoch = data.trainRows.count / job.training.batchSize
-        let budget = stepsPerEpoch * job.training.epochs
-        var epoch = 0
-        if let resume {
-            epoch = try TrainingState.restore(try Checkpoint.read(path: resume), path: resume, into: model, optimizer: optimizer)
-            guard epoch < job.training.epochs else {
-                throw TandemError(.usage, "\(resume) already holds \(epoch) epochs and the job asks for \(job.training.epochs): raise --epochs to train further")
-            }
-            print("Resuming from \(resume) after epoch \(epoch)")
-        }
-        // Every ps starts from the chief's parameters and push count; only then are workers let in.
+        try waitForParameterServers(clients, timeoutSeconds: timeoutSeconds)
+        return clients
+    }
+
+    /// Every ps starts from the chief's parameters, optimizer state and push count; only then are workers let in.
+    func open(_ clients: [ParameterServerClient], model: Sequential, optimizer: Optimizer, data: DataSource, pushes: Int) throws {
         let opening = fingerprint(model: model, data: data)
         for (i, client) in clients.enumerated() {
             var message = Wire(reservingCapacity: 4 * ranges[i].count * (1 + optimizer.state.count) + 1024)
-            message.append(Int64(epoch * stepsPerEpoch))
+            message.append(Int64(pushes))
             message.append(string: opening.encoded)
             for arena in stateArenas(parameters: model.parameters, optimizer: optimizer) {
                 message.append(UnsafeBufferPointer(start: arena.base + ranges[i].lowerBound, count: ranges[i].count))
             }
             _ = try client.call(.open, message.bytes)
         }
-        // The epoch's end is every chief's: the progress line, metrics, TensorBoard and the checkpoint.
-        let recorder = try EpochRecorder(options: options, isChief: true, epochs: job.training.epochs, stepsPerEpoch: stepsPerEpoch,
-                                         batchSize: job.training.batchSize, reportsAccuracy: loss.reportsAccuracy)
-        var summary = TrainingSummary()
-        var epochStatistics = LossStatistics()
-        var epochStart = ProcessStatistics.now()
-        var lastPushes = -1, lastProgress = ProcessStatistics.now()
-        defer { for client in clients { _ = try? client.call(.stop, []) } }
-
-        while epoch < job.training.epochs {
-            Thread.sleep(forTimeInterval: 0.02)
-            var reader = Wire.Reader(try status(clients[0], index: 0, checkpointDirectory: options.checkpointDirectory))
-            let pushes = Int(try reader.int64())
-            _ = try reader.int64()
-            let pushed = try reader.floats(3)
-            for refusal in String(decoding: try reader.string(), as: UTF8.self).split(separator: "\n") {
-                FileHandle.standardError.write(Data("tandem: \(refusal) (refused; the job goes on with the other workers)\n".utf8))
-            }
-            epochStatistics += LossStatistics(lossSum: Double(pushed[0]), correct: Int(pushed[1]), count: Int(pushed[2]))
-            if pushes != lastPushes {
-                (lastPushes, lastProgress) = (pushes, ProcessStatistics.now())
-            } else if ProcessStatistics.now() - lastProgress > stallSeconds {
-                throw TandemError(.timeout, "no worker has pushed gradients for \(wholeSeconds(stallSeconds)) s (\(pushes) of \(budget) pushes done): are the workers running? Their logs say why not")
-            }
-            guard pushes >= (epoch + 1) * stepsPerEpoch || pushes >= budget else { continue }
-            for (i, client) in clients.enumerated().dropFirst() { _ = try status(client, index: i, checkpointDirectory: options.checkpointDirectory) }  // every ps still there
-            if epoch + 1 == job.training.epochs {
-                // Stop before the last pull, so the final figures are those of the parameters the job ends with.
-                for client in clients { _ = try? client.call(.stop, []) }
-            }
-            try pullAll(clients, into: model, optimizer: optimizer)
-            let test = try data.test.map { try evaluator.evaluate($0) }
-            let seconds = ProcessStatistics.now() - epochStart
-            var result = EpochResult(epoch: epoch, train: epochStatistics, validation: nil, seconds: seconds)
-            result.test = test
-            result.pushes = pushes
-            summary.epochs.append(result)
-            if summary.startupSeconds == 0 { summary.startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0 }
-            optimizer.iterations = pushes
-            try recorder.epochEnded(result, learningRate: Double(optimizer.currentLearningRate))
-            try recorder.save(epochs: epoch + 1) {
-                TrainingState.checkpoint(model: model, optimizer: optimizer, epoch: epoch + 1, seed: job.seed, config: job, scaling: data.scaling)
-            }
-            epoch += 1
-            epochStatistics = LossStatistics()
-            epochStart = ProcessStatistics.now()
-        }
-        summary.test = summary.epochs.last?.test
-        summary.wallSeconds = ProcessStatistics.now() - start
-        summary.peakResidentBytes = ProcessStatistics.peakResidentBytes()
-        try recorder.finish(summary)
-        return summary
     }
 
     /// Every ps's parameters and optimizer state, into the chief's copies.
-    private func pullAll(_ clients: [ParameterServerClient], into model: Sequential, optimizer: Optimizer) throws {
+    func pullAll(_ clients: [ParameterServerClient], into model: Sequential, optimizer: Optimizer) throws {
         for (i, client) in clients.enumerated() {
             var reader = Wire.Reader(try client.call(.pull, []))
             for arena in stateArenas(parameters: model.parameters, optimizer: optimizer) {
@@ -236,16 +190,14 @@ public struct ParameterServerJob {
     }
 
     /// A ps that fails to answer for 5 s ends the job with its name.
-    private func status(_ client: ParameterServerClient, index: Int, checkpointDirectory: String?) throws -> [UInt8] {
+    func status(_ client: ParameterServerClient, index: Int) throws -> [UInt8] {
         let deadline = ProcessStatistics.now() + 5
         while true {
             do {
                 return try client.call(.status, [])
             } catch let error as TandemError {
                 if ProcessStatistics.now() > deadline {
-                    let resume = checkpointDirectory.map { "restart the job with --checkpoint-dir \($0) --resume latest" }
-                        ?? "without --checkpoint-dir there is no checkpoint to resume from"
-                    throw TandemError(.communication, "ps \(index) stopped answering (\(error.message)); once it is back, \(resume)")
+                    throw TandemError(.communication, "ps \(index) stopped answering (\(error.message)); once it is back, restart the job with --resume latest and its --checkpoint-dir (a job that saved no checkpoints starts over)")
                 }
                 Thread.sleep(forTimeInterval: 0.2)
             }
@@ -286,53 +238,5 @@ func retrying<Value>(until deadline: Double, _ attempt: () throws -> Attempt<Val
             Thread.sleep(forTimeInterval: pause)
             pause = min(pause * 2, 1)
         }
-    }
-}
-
-/// A worker's side of the parameter-server exchange, which its `Trainer` trains through (`AsynchronousUpdate`):
-/// each step's gradient goes to the ps tasks, shard by shard, and their reply is the parameters of its next step.
-/// Each push and the next pull are one round trip on the worker's stream to each ps.
-final class ParameterServerWorker: AsynchronousUpdate {
-    let job: ParameterServerJob
-    let workerIndex: Int
-    var workerCount: Int { job.workerCount }
-    private let joinTimeoutSeconds: Double
-    private var links: [ExchangeLink] = []
-    /// Steps so far and where their time went (compute: from one reply to the next push).
-    private(set) var summary = ParameterServerJob.WorkerSummary()
-    private var lastReply = 0.0, cpuAtStart = 0.0
-
-    init(job: ParameterServerJob, index: Int, joinTimeoutSeconds: Double) {
-        self.job = job
-        workerIndex = index
-        self.joinTimeoutSeconds = joinTimeoutSeconds
-    }
-
-    func start(model: Sequential, data: DataSource) throws -> Bool {
-        let clients = try job.addresses.map { try ParameterServerClient(host: $0.host, port: $0.port, security: job.security) }
-        links = try job.join(clients, worker: workerIndex, fingerprint: job.fingerprint(model: model, data: data), timeoutSeconds: joinTimeoutSeconds)
-        let stopped = try job.receiveParameters(links, into: model.parameters)
-        cpuAtStart = ProcessStatistics.cpuSeconds()
-        lastReply = ProcessStatistics.now()
-        return !stopped
-    }
-
-    func exchange(gradients: FlatArena, statistics: LossStatistics, parameters: FlatArena) throws -> Bool {
-        let pushed = ProcessStatistics.now()
-        job.push(gradients, statistics: statistics, on: links)
-        let stopped = try job.receiveParameters(links, into: parameters)
-        summary.steps += 1
-        summary.computeSeconds += pushed - lastReply
-        lastReply = ProcessStatistics.now()
-        summary.exchangeSeconds += lastReply - pushed
-        // The job's last step: the worker's CPU time is complete.
-        if stopped { summary.cpuSeconds = ProcessStatistics.cpuSeconds() - cpuAtStart }
-        return !stopped
-    }
-
-    /// Closes the streams (the ps close theirs in turn).
-    func close() {
-        for link in links { link.close() }
-        links = []
     }
 }

@@ -22,6 +22,9 @@ enum ParameterServerMethod: String, CaseIterable {
     case pull = "Pull"
     /// Ends the job: every later exchange says stop.
     case stop = "Stop"
+    /// A stream like `exchange` that trains nothing: each message is answered with as many bytes as an exchange reply
+    /// of this ps. What the transport itself costs a worker's step (`TransportProbe`), next to what the step costs.
+    case echo = "Echo"
 
     static let service = ServiceDescriptor(fullyQualifiedService: "tandem.ParameterServer")
     var descriptor: MethodDescriptor { MethodDescriptor(service: Self.service, method: rawValue) }
@@ -80,6 +83,128 @@ enum ChannelSecurity: Sendable {
         return .mTLS(certificateChain: [.file(path: certificate, format: .pem)], privateKey: .file(path: key, format: .pem)) {
             $0.trustRoots = .certificates([.file(path: ca, format: .pem)])
         }
+    }
+}
+
+/// A message a worker sends again and again (its push to one ps, its hello): bytes allocated once and rewritten in
+/// place before each send, so a step allocates nothing of its own. The transport copies them into its buffer when
+/// it serializes them, before the ps can answer — so once the answer is in, the message may be rewritten.
+final class OutgoingMessage: @unchecked Sendable {
+    private let storage: UnsafeMutableRawBufferPointer
+    private(set) var count = 0
+
+    init(capacity: Int) { storage = .allocate(byteCount: capacity, alignment: 16) }
+
+    deinit { storage.deallocate() }
+
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[0..<count]) }
+
+    func reset() { count = 0 }
+
+    private func append(_ source: UnsafeRawBufferPointer) {
+        precondition(count + source.count <= storage.count, "an outgoing message outgrew the capacity it was made with")
+        if let base = source.baseAddress { (storage.baseAddress! + count).copyMemory(from: base, byteCount: source.count) }
+        count += source.count
+    }
+
+    func append(_ value: Int64) { withUnsafeBytes(of: value.littleEndian) { append($0) } }
+    func append(_ value: Float) { withUnsafeBytes(of: value.bitPattern.littleEndian) { append($0) } }
+    func append(_ values: UnsafeBufferPointer<Float>) { append(UnsafeRawBufferPointer(values)) }
+    /// A length-prefixed byte string, as `Wire.append(string:)` writes it.
+    func append(string: [UInt8]) {
+        append(Int64(string.count))
+        string.withUnsafeBytes { append($0) }
+    }
+}
+
+/// The messages a worker hands its stream, in order: the synchronous loop sends, the stream's writer takes them as
+/// an async sequence. Unlike `AsyncStream`, which allocates on every yield to a waiting reader, it allocates nothing
+/// once running: a waiting writer is resumed with the message directly.
+final class OutgoingChannel: AsyncSequence, @unchecked Sendable {
+    typealias Element = OutgoingMessage
+    private let lock = NSLock()
+    /// Sent while the writer was not waiting (its capacity is kept: the queue is at most a message or two long).
+    private var queued: [OutgoingMessage] = []
+    private var waiter: UnsafeContinuation<OutgoingMessage?, Never>?
+    private var finished = false
+
+    func send(_ message: OutgoingMessage) {
+        lock.lock()
+        if let waiter {
+            self.waiter = nil
+            lock.unlock()
+            waiter.resume(returning: message)
+        } else {
+            if !finished { queued.append(message) }
+            lock.unlock()
+        }
+    }
+
+    /// No more messages: the writer's sequence ends once it has taken those already sent.
+    func finish() {
+        lock.lock()
+        finished = true
+        let waiter = self.waiter
+        self.waiter = nil
+        lock.unlock()
+        waiter?.resume(returning: nil)
+    }
+
+    private func next() async -> OutgoingMessage? {
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<OutgoingMessage?, Never>) in
+                lock.lock()
+                if !queued.isEmpty {
+                    let message = queued.removeFirst()
+                    lock.unlock()
+                    continuation.resume(returning: message)
+                } else if finished {
+                    lock.unlock()
+                    continuation.resume(returning: nil)
+                } else {
+                    waiter = continuation
+                    lock.unlock()
+                }
+            }
+        } onCancel: {
+            finish()  // the stream is over: the writer stops waiting
+        }
+    }
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let channel: OutgoingChannel
+        mutating func next() async -> OutgoingMessage? { await channel.next() }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(channel: self) }
+}
+
+/// Where one stream's replies land: a buffer of exactly a reply's size, filled by the deserializer on gRPC's thread
+/// and read by the worker once `ExchangeLink.receive` hands it over. The protocol answers each message with one
+/// reply, and the worker sends its next message only after reading this one, so a reply never lands on one being read.
+final class ReplyLanding: @unchecked Sendable {
+    let storage: UnsafeMutableRawBufferPointer
+
+    init(byteCount: Int) { storage = .allocate(byteCount: byteCount, alignment: 16) }
+
+    deinit { storage.deallocate() }
+}
+
+struct OutgoingSerializer: MessageSerializer {
+    func serialize<Bytes: GRPCContiguousBytes>(_ message: OutgoingMessage) throws -> Bytes { Bytes(message.bytes) }
+}
+
+/// Copies a reply into the stream's landing (a reply of another size is a ps of another job or version).
+struct LandingDeserializer: MessageDeserializer {
+    let landing: ReplyLanding
+
+    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> Int {
+        let expected = landing.storage.count
+        guard serializedMessageBytes.count == expected else {
+            throw RPCError(code: .internalError, message: "a reply of \(serializedMessageBytes.count) bytes where this worker expects \(expected): does the ps run the same model and version?")
+        }
+        serializedMessageBytes.withUnsafeBytes { landing.storage.copyMemory(from: $0) }
+        return expected
     }
 }
 
@@ -212,16 +337,18 @@ final class ParameterServerClient: Sendable {
         }
     }
 
-    /// Runs a worker's exchange stream: sends what `requests` yields, hands every reply to `onReply`; returns when
-    /// the ps closes the stream after `requests` has finished. Throws gRPC's own errors (see `describe`).
-    func exchange(worker: Int, requests: AsyncStream<[UInt8]>, onReply: @escaping @Sendable ([UInt8]) -> Void) async throws {
-        let request = StreamingClientRequest<[UInt8]>(metadata: RequestMetadata.make(worker: worker)) { writer in
+    /// Runs a worker's stream (`exchange`, or `echo`): sends what `requests` yields, lands every reply in `landing`
+    /// and then calls `onReply`; returns when the ps closes the stream after `requests` has finished. Throws gRPC's
+    /// own errors (see `describe`).
+    func stream(_ method: ParameterServerMethod, worker: Int, requests: OutgoingChannel, landing: ReplyLanding,
+                onReply: @escaping @Sendable () -> Void) async throws {
+        let request = StreamingClientRequest<OutgoingMessage>(metadata: RequestMetadata.make(worker: worker)) { writer in
             for await message in requests { try await writer.write(message) }
         }
-        try await client.bidirectionalStreaming(request: request, descriptor: ParameterServerMethod.exchange.descriptor,
-                                                serializer: BytesSerializer(), deserializer: BytesDeserializer(),
+        try await client.bidirectionalStreaming(request: request, descriptor: method.descriptor,
+                                                serializer: OutgoingSerializer(), deserializer: LandingDeserializer(landing: landing),
                                                 options: .defaults) { response in
-            for try await message in response.messages { onReply(message) }
+            for try await _ in response.messages { onReply() }
         }
     }
 
@@ -263,45 +390,54 @@ final class Box<Value>: @unchecked Sendable {
     init(_ value: Value? = nil) { self.value = value }
 }
 
-/// A worker's exchange stream to one ps, driven from the synchronous training loop: `send` hands a message to the
-/// stream, `receive` waits for the next reply with a deadline and names the ps that did not answer.
+/// A worker's stream to one ps, driven from the synchronous training loop: `send` hands the message to the stream,
+/// `receive` waits for the reply with a deadline and names the ps that did not answer. The message and the reply's
+/// landing are allocated once, for the whole stream: a step allocates nothing here.
 final class ExchangeLink: @unchecked Sendable {
     let address: String
-    private let requests: AsyncStream<[UInt8]>.Continuation
+    /// What this worker sends on the stream, rewritten before each send.
+    let outgoing: OutgoingMessage
+    private let landing: ReplyLanding
+    private let requests = OutgoingChannel()
     private let lock = NSLock()
-    private var replies: [[UInt8]] = []
+    private var pendingReplies = 0
     private var failed: Error?
     private var status: RPCError?
     private let arrived = DispatchSemaphore(value: 0)
 
-    init(client: ParameterServerClient, worker: Int) {
+    /// A stream of `method` (`exchange` or `echo`) to `client`'s ps, whose replies are `replyBytes` long and whose
+    /// messages at most `messageCapacity`.
+    init(client: ParameterServerClient, method: ParameterServerMethod = .exchange, worker: Int, messageCapacity: Int, replyBytes: Int) {
         address = client.address
-        let (stream, continuation) = AsyncStream.makeStream(of: [UInt8].self)
-        requests = continuation
-        Task.detached { [self] in
+        outgoing = OutgoingMessage(capacity: messageCapacity)
+        landing = ReplyLanding(byteCount: replyBytes)
+        Task.detached { [self, landing, requests] in
             do {
-                try await client.exchange(worker: worker, requests: stream) { self.deliver($0) }
+                try await client.stream(method, worker: worker, requests: requests, landing: landing) { self.deliver() }
                 finish(nil, status: nil)
             } catch {
-                finish(client.describe(error, .exchange), status: error as? RPCError)
+                finish(client.describe(error, method), status: error as? RPCError)
             }
         }
     }
 
     deinit { requests.finish() }
 
-    func send(_ message: [UInt8]) { requests.yield(message) }
+    /// Sends `outgoing` as it now is. Rewrite it only once this message's reply has been received.
+    func send() { requests.send(outgoing) }
 
     /// Ends the stream from this side (the ps closes its side in turn).
     func close() { requests.finish() }
 
-    func receive(timeoutSeconds: Double) throws -> [UInt8] {
+    /// The next reply's bytes, valid until the next `send`.
+    func receive(timeoutSeconds: Double) throws -> UnsafeRawBufferPointer {
         if arrived.wait(timeout: .now() + timeoutSeconds) == .timedOut {
             throw TandemError(.timeout, "ps at \(address) did not answer within \(wholeSeconds(timeoutSeconds)) s")
         }
         return try lock.withLock {
-            if !replies.isEmpty { return replies.removeFirst() }
-            throw failed ?? TandemError(.communication, "ps at \(address) closed the exchange")
+            guard pendingReplies > 0 else { throw failed ?? TandemError(.communication, "ps at \(address) closed the exchange") }
+            pendingReplies -= 1
+            return UnsafeRawBufferPointer(landing.storage)
         }
     }
 
@@ -310,15 +446,15 @@ final class ExchangeLink: @unchecked Sendable {
     func waitForFirstReply(timeoutSeconds: Double) -> Bool {
         guard arrived.wait(timeout: .now() + timeoutSeconds) == .success else { return false }
         arrived.signal()
-        return lock.withLock { !replies.isEmpty }
+        return lock.withLock { pendingReplies > 0 }
     }
 
     /// The error that ended the stream, and its gRPC status if it had one.
     var failure: Error? { lock.withLock { failed } }
     var endingStatus: RPCError? { lock.withLock { status } }
 
-    private func deliver(_ reply: [UInt8]) {
-        lock.withLock { replies.append(reply) }
+    private func deliver() {
+        lock.withLock { pendingReplies += 1 }
         arrived.signal()
     }
 

@@ -33,9 +33,10 @@ public protocol Strategy: AnyObject {
     /// Releases what the strategy holds (MPI_Finalize for MPI ranks). Call once, after the last `run`.
     func finish()
 
-    /// For an asynchronous strategy (parameter servers): the update this process's worker trains through, in place
-    /// of the replicas' all-reduce. nil (the default): synchronous replicas.
-    func makeAsynchronousUpdate() throws -> AsynchronousUpdate?
+    /// For an asynchronous strategy (parameter servers): this process's part in the one training loop — a worker's
+    /// update in place of the replicas' all-reduce, or the chief's view of the workers' epochs. nil (the default):
+    /// synchronous replicas.
+    func makeAsynchronousRole() throws -> AsynchronousRole?
 }
 
 /// Who knows of a failure: see `Strategy.scope(of:)`.
@@ -51,7 +52,7 @@ extension Strategy {
 
     public func finish() {}
 
-    public func makeAsynchronousUpdate() throws -> AsynchronousUpdate? { nil }
+    public func makeAsynchronousRole() throws -> AsynchronousRole? { nil }
 
     public var processCommunicator: Communicator { LocalCommunicator() }
 }

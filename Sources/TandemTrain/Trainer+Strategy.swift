@@ -20,14 +20,14 @@ public struct TrainingStart: Sendable {
 
 extension Trainer {
     /// Trains `config`'s job on `data` under `strategy`: one `Trainer` per replica of this process, agreeing on
-    /// set-up, synchronized before step 1 (an asynchronous worker: joined to its job), then the one training loop. What `tandem train` and `Sequential.fit`
-    /// both run. `announce` is called on replica 0 before step 1 (with whether it resumed), for a first line.
+    /// set-up, synchronized before step 1 (in an asynchronous job: joined to it, or opening it on the chief), then the
+    /// one training loop. What `tandem train` and `Sequential.fit` both run. `announce` is called on replica 0 before step 1 (with whether it resumed), for a first line.
     /// Returns replica 0's summary and trainer.
     public static func run(_ config: JobConfig, on data: DataSource, strategy: any Strategy, start: TrainingStart = TrainingStart(),
                            options: TrainingOptions = TrainingOptions(),
                            announce: (@Sendable (_ trainer: Trainer, _ resumedFrom: String?) -> Void)? = nil) throws
         -> (summary: TrainingSummary, trainer: UncheckedSendable<Trainer>) {
-        let asynchronous = try strategy.makeAsynchronousUpdate().map(UncheckedSendable.init)
+        let asynchronous = try strategy.makeAsynchronousRole().map(UncheckedSendable.init)
         return try strategy.run { communicator in
             let trainer = try communicator.agreeOnOutcome {
                 let trainer = try Trainer(config: config, data: data, communicator: communicator, startingFrom: start.model?.value,

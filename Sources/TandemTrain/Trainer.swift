@@ -67,7 +67,8 @@ public struct EpochResult: Sendable {
 /// One replica's training loop. A step is: compute gradients on this replica's shard → `communicator` sums them
 /// (with the loss and hit count riding in the gradient arena's tail) → every replica applies the same update.
 /// With `LocalCommunicator` that is plain single-process training; the strategies only swap the communicator —
-/// or, for an asynchronous worker, the whole update (`AsynchronousUpdate`: gradients out, parameters in).
+/// or, in an asynchronous job, the whole update (`AsynchronousRole`): a worker's gradients go out and its
+/// parameters come in; the chief's epochs are its workers' pushes.
 public final class Trainer {
     public let config: JobConfig
     public let data: DataSource
@@ -80,6 +81,8 @@ public final class Trainer {
     /// For a worker of an asynchronous strategy: where its gradients go and its parameters come from (nil: the
     /// replicas all-reduce and each applies the optimizer). Such a worker trains until the job ends it.
     public let asynchronousUpdate: AsynchronousUpdate?
+    /// For the chief of an asynchronous strategy: the workers' epochs it waits for, computing no steps itself.
+    public let asynchronousCoordinator: AsynchronousCoordinator?
     /// Whether the asynchronous job has ended (the worker stops at once, mid-epoch).
     private var jobEnded = false
     /// Rows whose gradients one update sums: the global batch, or an asynchronous worker's own batch.
@@ -110,21 +113,27 @@ public final class Trainer {
 
     /// One replica's trainer for `config`'s job on `data`. `startingFrom`: a model of the same layers whose
     /// parameters to start from (a model built and compiled in code) instead of the config's seed.
-    /// `asynchronous`: train as a worker of an asynchronous strategy, each step of `training.batch_size` rows its own
-    /// update (`communicator` then stays a `LocalCommunicator`).
+    /// `asynchronous`: this process's part in an asynchronous strategy — a worker, each step of
+    /// `training.batch_size` rows its own update, or the chief, whose epochs are `training.batch_size`-row pushes
+    /// (`communicator` then stays a `LocalCommunicator`).
     public init(config: JobConfig, data: DataSource, communicator: Communicator = LocalCommunicator(), startingFrom start: Sequential? = nil,
-                asynchronous: AsynchronousUpdate? = nil) throws {
+                asynchronous: AsynchronousRole? = nil) throws {
         self.config = config
         self.data = data
         self.communicator = communicator
-        asynchronousUpdate = asynchronous
+        switch asynchronous {
+        case .worker(let update)?: (asynchronousUpdate, asynchronousCoordinator) = (update, nil)
+        case .coordinator(let coordinator)?: (asynchronousUpdate, asynchronousCoordinator) = (nil, coordinator)
+        case nil: (asynchronousUpdate, asynchronousCoordinator) = (nil, nil)
+        }
         loss = try Loss(name: config.loss)
         if asynchronous != nil, communicator.size > 1 || config.training.reductionGroups != nil {
-            throw TandemError(.usage, "an asynchronous worker trains alone: it takes neither replicas nor training.reduction_groups")
+            throw TandemError(.usage, "an asynchronous worker or chief trains alone: it takes neither replicas nor training.reduction_groups")
         }
-        // An asynchronous worker's rows are its slice of every `workerCount` batches, as a replica's of a global batch.
-        let (shards, shard) = asynchronous.map { ($0.workerCount, $0.workerIndex) } ?? (communicator.size, communicator.rank)
-        let globalBatch = config.training.batchSize * (asynchronous?.workerCount ?? 1)
+        // An asynchronous worker's rows are its slice of every `workerCount` batches, as a replica's of a global batch;
+        // the chief's epoch is as many pushes as batches of `training.batch_size` rows.
+        let (shards, shard) = asynchronousUpdate.map { ($0.workerCount, $0.workerIndex) } ?? (communicator.size, communicator.rank)
+        let globalBatch = config.training.batchSize * (asynchronousUpdate?.workerCount ?? 1)
         pipeline = try BatchPipeline(
             examples: data.train, rows: data.trainRows, scaling: data.scaling, globalBatchSize: globalBatch,
             shard: (shards, shard), seed: config.seed, prefetches: config.data.prefetch ?? true,
@@ -176,10 +185,16 @@ public final class Trainer {
     /// Makes every replica start identical: every replica's fingerprint must match rank 0's; then rank 0's
     /// parameters, optimizer state and counters are broadcast, and a checksum of each replica's state is compared
     /// across all of them. Call before the first step (after any restore).
-    /// An asynchronous worker instead joins its job and receives the parameters to start from.
+    /// In an asynchronous job a worker instead joins it and receives the parameters to start from; the chief
+    /// opens it from its own.
     public func synchronizeReplicas() throws {
         if let asynchronousUpdate {
             jobEnded = try !asynchronousUpdate.start(model: model, data: data)
+            return
+        }
+        if let asynchronousCoordinator {
+            try asynchronousCoordinator.open(model: model, optimizer: optimizer, data: data, completedEpochs: completedEpochs,
+                                             stepsPerEpoch: pipeline.stepsPerEpoch)
             return
         }
         guard communicator.size > 1 else { return }
@@ -333,6 +348,7 @@ public final class Trainer {
     /// receives the gradient applies it). Once the job has ended, `fit` stops.
     private func asynchronousStep(_ batch: Batch, epoch: Int) throws -> LossStatistics {
         guard let asynchronousUpdate else { preconditionFailure("asynchronousStep without an asynchronous update") }
+        communicator.noteProgress(step: optimizer.iterations + 1, phase: .forward)
         model.gradients.base.update(repeating: 0, count: model.parameterCount + Sequential.statisticsSlots)
         var mark = timeline?.now() ?? 0
         let statistics = try model.accumulateGradient(of: loss, features: batch.features, targets: batch.targets, rows: batch.rows,
@@ -342,6 +358,8 @@ public final class Trainer {
             throw TandemError(.numeric, "loss became \(statistics.lossSum) at epoch \(epoch + 1), step \(batch.step + 1) of this worker; lower optimizer.learning_rate or check the data scaling")
         }
         jobEnded = try !asynchronousUpdate.exchange(gradients: model.gradients, statistics: statistics, parameters: model.parameters)
+        // The update was applied elsewhere; this optimizer only counts the worker's steps (for its progress notes).
+        optimizer.iterations += 1
         timeline?.record(.reduction, since: mark)
         return statistics
     }
@@ -368,7 +386,8 @@ public final class Trainer {
     }
 
     /// Trains the remaining epochs. Rank 0 reports progress, writes metrics and checkpoints. An asynchronous worker
-    /// trains until its job ends (its chief reports and writes) and returns the epochs it completed.
+    /// trains until its job ends (its chief reports and writes) and returns the epochs it completed; the chief's
+    /// epochs are its workers' pushes, each evaluated on the test set.
     public func fit(options: TrainingOptions = TrainingOptions()) throws -> TrainingSummary {
         let start = ProcessStatistics.now()
         let isChief = communicator.rank == 0 && asynchronousUpdate == nil
@@ -385,36 +404,33 @@ public final class Trainer {
         let timelineWriter = isChief ? try options.timelinePath.map { try TimelineWriter(path: $0, replicas: communicator.size) } : nil
         defer { timeline = nil }
 
+        // A worker trains until its job ends; everyone else the job's epochs.
         let lastEpoch = asynchronousUpdate == nil ? config.training.epochs : JobConfig.maximumEpochs
         for epoch in completedEpochs..<lastEpoch where !jobEnded {
-            let epochStart = ProcessStatistics.now()
-            pipeline.startEpoch(epoch)
-            defer { pipeline.finishEpoch() }
             progress.beginEpoch(epoch)
-            var statistics = LossStatistics()
-            var waitStart = timeline?.now() ?? 0
-            communicator.noteProgress(step: optimizer.iterations + 1, phase: .dataWait)
-            while !jobEnded, let batch = try pipeline.next() {
-                if let timeline { timeline.record(.dataWait, since: waitStart) }
-                let stepStatistics = try step(batch, epoch: epoch)
-                statistics += stepStatistics
-                recorder.step(batch.step, of: epoch, statistics: stepStatistics, learningRate: Double(optimizer.currentLearningRate))
-                if summary.startupSeconds == 0 {
-                    // Process start to the end of the first step: what a user waits before training is under way.
-                    summary.startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0
-                }
-                progress.update(step: batch.step + 1, statistics: statistics, elapsed: ProcessStatistics.now() - epochStart)
-                waitStart = timeline?.now() ?? 0
-                communicator.noteProgress(step: optimizer.iterations + 1, phase: .dataWait)
+            let statistics: LossStatistics, seconds: Double, pushes: Int?
+            if let asynchronousCoordinator {
+                // The chief of an asynchronous job computes no steps: its epoch is its workers' pushes.
+                let pushed = try asynchronousCoordinator.awaitEpoch(epoch, of: config.training.epochs, model: model, optimizer: optimizer)
+                (statistics, seconds, pushes) = (pushed.train, pushed.seconds, pushed.pushes)
+            } else {
+                let epochStart = ProcessStatistics.now()
+                statistics = try runSteps(of: epoch, recorder: recorder, startupSeconds: &summary.startupSeconds)
+                // An asynchronous job may end mid-epoch: that part of an epoch is not one.
+                if jobEnded { break }
+                (seconds, pushes) = (ProcessStatistics.now() - epochStart, nil)
             }
-            // An asynchronous job may end mid-epoch: that part of an epoch is not one.
-            if jobEnded { break }
-            let seconds = ProcessStatistics.now() - epochStart
+            if summary.startupSeconds == 0 { summary.startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0 }
             let evaluationStart = timeline?.now() ?? 0
             communicator.noteProgress(step: optimizer.iterations, phase: .evaluation)
             let validation = data.validationRows.isEmpty ? nil : try evaluate(data.train, rows: data.validationRows)
-            if let timeline, validation != nil { timeline.record(.evaluation, since: evaluationStart) }
             var result = EpochResult(epoch: epoch, train: statistics, validation: validation, seconds: seconds)
+            if let pushes {
+                // The chief's epoch ends with the parameters its workers reached: their test figures are the job's.
+                result.pushes = pushes
+                result.test = try data.test.map { try evaluate($0) }
+            }
+            if let timeline, validation != nil || result.test != nil { timeline.record(.evaluation, since: evaluationStart) }
             if communicator.size > 1 {
                 (result.allreduceSeconds, result.stragglerWaitSeconds) = try allreduceCost()
             }
@@ -437,13 +453,40 @@ public final class Trainer {
             }
         }
         try timelineWriter?.close()
-        if let test = data.test, asynchronousUpdate == nil {
+        if asynchronousCoordinator != nil {
+            summary.test = summary.epochs.last?.test
+        } else if let test = data.test, asynchronousUpdate == nil {
             summary.test = try evaluate(test)
         }
         summary.wallSeconds = ProcessStatistics.now() - start
         summary.peakResidentBytes = ProcessStatistics.peakResidentBytes()
         try recorder.finish(summary)
         return summary
+    }
+
+    /// This replica's steps of `epoch`, as the pipeline delivers its batches; returns their summed statistics.
+    /// `startupSeconds` is set at the end of the process's first step.
+    private func runSteps(of epoch: Int, recorder: EpochRecorder, startupSeconds: inout Double) throws -> LossStatistics {
+        let epochStart = ProcessStatistics.now()
+        pipeline.startEpoch(epoch)
+        defer { pipeline.finishEpoch() }
+        var statistics = LossStatistics()
+        var waitStart = timeline?.now() ?? 0
+        communicator.noteProgress(step: optimizer.iterations + 1, phase: .dataWait)
+        while !jobEnded, let batch = try pipeline.next() {
+            if let timeline { timeline.record(.dataWait, since: waitStart) }
+            let stepStatistics = try step(batch, epoch: epoch)
+            statistics += stepStatistics
+            recorder.step(batch.step, of: epoch, statistics: stepStatistics, learningRate: Double(optimizer.currentLearningRate))
+            if startupSeconds == 0 {
+                // Process start to the end of the first step: what a user waits before training is under way.
+                startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0
+            }
+            recorder.progress.update(step: batch.step + 1, statistics: statistics, elapsed: ProcessStatistics.now() - epochStart)
+            waitStart = timeline?.now() ?? 0
+            communicator.noteProgress(step: optimizer.iterations + 1, phase: .dataWait)
+        }
+        return statistics
     }
 
     /// Loss and accuracy on `rows` of `examples` (all rows when nil), split across the replicas and combined.

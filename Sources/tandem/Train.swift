@@ -142,15 +142,20 @@ struct Train: ParsableCommand {
         if job.clusterStrategy == .parameterServer, let spec = try ClusterSpec.resolve(config: job), let task = spec.task {
             return try runParameterServerTask(task, job: job, spec: spec, loadData: loadData)
         }
-        let data = try loadData()
+        // mpirun hands ranks a pseudo-terminal even when its own output is a file: choose plain lines there.
+        try fit(job, on: loadData(), strategy: strategy, plainLines: MPICommunicator.isLaunchedByMPI)
+    }
+
+    /// The one training call, whatever the strategy: `Trainer.run` with this command's options; the chief
+    /// reports. `plainLines`: print a line per epoch where the progress style is automatic.
+    private func fit(_ job: JobConfig, on data: DataSource, strategy: any Strategy, plainLines: Bool) throws {
         var options = TrainingOptions()
         options.checkpointDirectory = checkpointDir
         options.keepCheckpoints = keep
         options.metricsPath = metrics
         options.tensorboardDirectory = tensorboard
         options.timelinePath = timeline
-        // mpirun hands ranks a pseudo-terminal even when its own output is a file: choose plain lines there.
-        options.progress = progress == .automatic && MPICommunicator.isLaunchedByMPI ? .lines : progress
+        options.progress = progress == .automatic && plainLines ? .lines : progress
         let quiet = progress == .silent
         let (summary, trainer) = try Trainer.run(
             job, on: data, strategy: strategy, start: TrainingStart(checkpoint: try resumePath(), gradientBucketFloats: bucketSize),
@@ -167,30 +172,23 @@ struct Train: ParsableCommand {
     /// This process's role in a parameter-server job, as its TF_CONFIG task says.
     private func runParameterServerTask(_ task: ClusterSpec.Task, job: JobConfig, spec: ClusterSpec,
                                         loadData: () throws -> DataSource) throws {
+        if bucketSize != nil || allreduceDtype != .float32 || replicas.count > 1 {
+            throw TandemError(.usage, "--bucket-size, --allreduce-dtype and --replicas shape the mirrored strategies' all-reduce; \(config) is a parameter_server job, where each worker pushes its own gradient to the ps tasks")
+        }
         ParameterServerJob.runAsyncWorkOnEventLoops()
         let strategy = try ParameterServerStrategy(config: job, spec: spec, waitSeconds: stallSeconds)
         defer { strategy.finish() }
         switch task.type {
         case .ps:
             try strategy.serve()  // a ps needs no data
-        case .worker:
-            // The one training loop, its update the exchange with the ps tasks.
-            _ = try Trainer.run(job, on: loadData(), strategy: strategy)
-            let work = strategy.workerSummary ?? ParameterServerJob.WorkerSummary()
-            let perStep = { (seconds: Double) in fixed(seconds / Double(max(work.steps, 1)) * 1e6, 0) }
-            print("worker \(task.index): the chief ended the job after \(work.steps) steps; per step \(perStep(work.computeSeconds)) µs of gradients, \(perStep(work.exchangeSeconds)) µs exchanging with the ps; \(perStep(work.cpuSeconds)) µs of CPU (gRPC included)")
-        case .chief:
-            var options = TrainingOptions()
-            options.checkpointDirectory = checkpointDir
-            options.keepCheckpoints = keep
-            options.metricsPath = metrics
-            options.tensorboardDirectory = tensorboard
-            options.progress = progress == .automatic ? .lines : progress
-            let summary = try strategy.lead(data: loadData(), options: options, resume: try resumePath())
-            if let test = summary.test {
-                print("Test: loss \(fixed(test.meanLoss, 4))  accuracy \(fixed(test.accuracy, 4))  (\(test.count) examples)")
+        case .worker, .chief:
+            // The one training loop: a worker's update is its exchange with the ps tasks, the chief's epochs are the
+            // workers' pushes. Their logs are files: plain lines.
+            try fit(job, on: loadData(), strategy: strategy, plainLines: true)
+            if let work = strategy.workerSummary {
+                let perStep = { (seconds: Double) in fixed(seconds / Double(max(work.steps, 1)) * 1e6, 0) }
+                print("worker \(task.index): the chief ended the job after \(work.steps) steps; per step \(perStep(work.computeSeconds)) µs of gradients, \(perStep(work.exchangeSeconds)) µs exchanging with the ps; \(perStep(work.cpuSeconds)) µs of CPU (gRPC included)")
             }
-            print("Median \(fixed(summary.samplesPerSecond, 0)) samples/s  wall \(fixed(summary.wallSeconds, 2)) s")
         case .evaluator:
             throw TandemError(.usage, "an evaluator task runs `tandem evaluate CONFIG --watch DIR`, not `tandem train`")
         }

@@ -30,6 +30,7 @@ import TandemCollectives
 import TandemCore
 import TandemData
 import TandemNN
+import TandemParameterServer
 import TandemTrain
 
 struct Options {
@@ -44,6 +45,9 @@ struct Options {
     var bf16 = false
     /// `training.reduction_groups` for the fused path (with synchronized batch normalization: the lockstep pass).
     var reductionGroups: Int?
+    /// This process is a worker of the parameter-server job TF_CONFIG describes: count its steps, and round trips
+    /// of the transport alone (`TransportProbe`), instead of the synchronous strategies.
+    var parameterServer = false
 
     init(_ arguments: [String]) {
         var rest = arguments.dropFirst()
@@ -58,7 +62,8 @@ struct Options {
             case "--bucket-size": bucketFloats = rest.popFirst().flatMap(Int.init)
             case "--allreduce-dtype": bf16 = rest.popFirst() == "bf16"
             case "--reduction-groups": reductionGroups = rest.popFirst().flatMap(Int.init)
-            default: fatalError("usage: CountAllocations [--config FILE] [--first N] [--last N] [--backtraces N] [--allocate-in-step] [--rows-per-replica R] [--bucket-size F] [--allreduce-dtype bf16] [--reduction-groups G]")
+            case "--parameter-server": parameterServer = true
+            default: fatalError("usage: CountAllocations [--config FILE] [--first N] [--last N] [--backtraces N] [--allocate-in-step] [--rows-per-replica R] [--bucket-size F] [--allreduce-dtype bf16] [--reduction-groups G] [--parameter-server]")
             }
         }
         precondition(0 < first && first < last, "need 0 < --first < --last")
@@ -195,6 +200,35 @@ func trainOnTape(job: JobConfig, data: DataSource, communicator: Communicator, w
     guard statistics.lossSum.isFinite else { throw TandemError(.numeric, "the tape loop's loss became \(statistics.lossSum)") }
 }
 
+/// A parameter-server worker (TF_CONFIG's task): first `last + 1` round trips of the transport alone, then its
+/// training through `Trainer.fit` until the chief ends the job, each with its window of steps.
+func countParameterServerWorker(job: JobConfig, data: DataSource, options: Options) throws {
+    guard let spec = try ClusterSpec.resolve(config: job), spec.task?.type == .worker else {
+        throw TandemError(.usage, "--parameter-server: TF_CONFIG must make this process a worker of \(options.config)'s cluster")
+    }
+    ParameterServerJob.runAsyncWorkOnEventLoops()  // as `tandem train` does
+    let strategy = try ParameterServerStrategy(config: job, spec: spec)
+    defer { strategy.finish() }
+    let steps = data.trainRows.count / (job.training.batchSize * strategy.replicaCount)
+    let transport = Window(options, stepsPerEpoch: steps)
+    let probe = try strategy.makeTransportProbe()
+    for step in 0...transport.last {
+        transport.note(completedSteps: step)
+        try probe.roundTrip()
+    }
+    probe.close()
+    transport.report(path: "transport", strategy: "parameter-server", replicas: 1, rank: strategy.task.index)
+
+    let window = Window(options, stepsPerEpoch: steps)
+    let trainer = try Trainer(config: job, data: data, communicator: WindowCommunicator(LocalCommunicator(), window: window, isReplicaZeroOfProcess: true),
+                              asynchronous: try strategy.makeAsynchronousRole())
+    try trainer.synchronizeReplicas()
+    var silent = TrainingOptions()
+    silent.progress = .silent
+    _ = try trainer.fit(options: silent)
+    window.report(path: "fused", strategy: "parameter-server", replicas: 1, rank: strategy.task.index)
+}
+
 // MARK: main
 
 BLASKernelChoice.reexecIfBetterKernelsExist()
@@ -214,6 +248,10 @@ do {
     loaded.training.epochs = 1
     let mpi = MPICommunicator.isLaunchedByMPI ? try MPICommunicator(wireType: options.bf16 ? .bf16 : .float32) : nil
     let data = try DataSource.load(config: loaded)
+    if options.parameterServer {
+        try countParameterServerWorker(job: loaded, data: data, options: options)
+        exit(0)
+    }
     let paths: [(name: String, run: @Sendable (JobConfig, DataSource, Communicator, Window, Bool) throws -> Void)] = [
         ("fused", trainFused), ("tape", trainOnTape),
     ]

@@ -86,5 +86,39 @@ extension EndToEnd {
                 #expect(perStep >= 0.99, "\(key): \(perStep) allocations per replica and step with one allocation injected per step\n\(outcome.stdout)")
             }
         }
+
+        /// A parameter-server worker's step allocates nothing of its own: its push and reply travel in buffers made
+        /// once per stream. What grpc-swift and NIO allocate for every message (the HTTP/2 frames, the transport's
+        /// byte buffers: 6–7 per round trip) is counted too, in the same process, by round trips of the transport
+        /// alone (`TransportProbe`: the same bytes each way, nothing trained) — a worker's step must cost no more
+        /// than that. A harness that allocates once per step is seen as one more per step.
+        @Test func aParameterServerWorkerAllocatesNothingBeyondTheTransport() throws {
+            let cluster = #"{"chief":["localhost:2340"],"worker":["localhost:2341"],"ps":["localhost:2342"]}"#
+            func tfConfig(_ type: String) -> String { #"{"cluster":\#(cluster),"task":{"type":"\#(type)","index":0}}"# }
+            for injected in [false, true] {
+                // The ps and the chief run as `tandem train` does them; this process is the job's one worker.
+                let script = """
+                    export TANDEM_JOB_TOKEN=allocations
+                    TF_CONFIG='\(tfConfig("ps"))' "$TANDEM" train configs/cluster-ps.json --epochs 1 > /dev/null &
+                    TF_CONFIG='\(tfConfig("chief"))' "$TANDEM" train configs/cluster-ps.json --epochs 1 --progress silent &
+                    chief=$!
+                    TF_CONFIG='\(tfConfig("worker"))' "$COUNT" --parameter-server --config configs/cluster-ps.json \(injected ? "--allocate-in-step" : "") || exit 1
+                    wait $chief
+                    """
+                let outcome = try TandemProcess.command(
+                    ["/usr/bin/env", "TANDEM=\(TandemProcess.binary)", "COUNT=\(TandemProcess.sibling("CountAllocations"))", "/bin/sh", "-c",
+                     "cd '\(TandemProcess.packageRoot.path)' && \(script)"], timeoutSeconds: 300)
+                #expect(outcome.status == 0, "\(outcome.stdout.suffix(3000))\n\(outcome.stderr.suffix(3000))")
+                let found = Self.reports(outcome)
+                let transport = try #require(found["transport parameter-server 0"]?["per_replica_step"].flatMap(Double.init), "\(outcome.stdout)")
+                let worker = try #require(found["fused parameter-server 0"]?["per_replica_step"].flatMap(Double.init), "\(outcome.stdout)")
+                #expect((found["fused parameter-server 0"]?["steps"]).flatMap(Int.init).map { $0 >= 100 } == true, "\(outcome.stdout)")
+                if injected {
+                    #expect(worker - transport >= 0.75, "one allocation injected per step: worker \(worker), transport \(transport) per step")
+                } else {
+                    #expect(worker - transport <= 0.25, "a worker's step allocates \(worker) times, a round trip of the transport alone \(transport)\n\(outcome.stdout)")
+                }
+            }
+        }
     }
 }

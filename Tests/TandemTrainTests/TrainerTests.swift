@@ -148,7 +148,7 @@ import Testing
         for (stopAfter, epochs) in [(2 * steps, 1), (2 * steps + 1, 2)] {
             job.training.epochs = 2
             let update = ApplyingUpdate(stopAfter: stopAfter, optimizer: job.optimizer)
-            let worker = try Trainer(config: job, data: data, asynchronous: update)
+            let worker = try Trainer(config: job, data: data, asynchronous: .worker(update))
             try worker.synchronizeReplicas()
             let summary = try worker.fit(options: silentOptions())
             #expect(update.steps == stopAfter)
@@ -160,8 +160,68 @@ import Testing
         // Reduction groups order a synchronous sum: an asynchronous worker refuses them.
         job.training.reductionGroups = 2
         expectTandemError(.usage, mentioning: ["asynchronous worker", "reduction_groups"]) {
-            _ = try Trainer(config: job, data: data, asynchronous: ApplyingUpdate(stopAfter: 1, optimizer: job.optimizer))
+            _ = try Trainer(config: job, data: data, asynchronous: .worker(ApplyingUpdate(stopAfter: 1, optimizer: job.optimizer)))
         }
+    }
+
+    /// A chief whose workers are one synchronous trainer in this process, run an epoch at a time: the epochs the
+    /// coordinator waits for are that trainer's, and the parameters and optimizer state it reached come back.
+    final class InProcessJob: AsynchronousCoordinator {
+        let workers: Trainer
+        private(set) var opened: (completedEpochs: Int, stepsPerEpoch: Int)?
+        init(workers: Trainer) { self.workers = workers }
+
+        func open(model: Sequential, optimizer: Optimizer, data: DataSource, completedEpochs: Int, stepsPerEpoch: Int) throws {
+            opened = (completedEpochs, stepsPerEpoch)
+            workers.model.parameters.copy(from: model.parameters)
+        }
+
+        func awaitEpoch(_ epoch: Int, of epochs: Int, model: Sequential, optimizer: Optimizer) throws -> AsynchronousEpoch {
+            var train = LossStatistics()
+            workers.pipeline.startEpoch(epoch)
+            defer { workers.pipeline.finishEpoch() }
+            while let batch = try workers.pipeline.next() { train += try workers.step(batch, epoch: epoch) }
+            model.parameters.copy(from: workers.model.parameters)
+            for ((_, mine), (_, theirs)) in zip(optimizer.state, workers.optimizer.state) { mine.copy(from: theirs) }
+            optimizer.iterations = workers.optimizer.iterations
+            return AsynchronousEpoch(train: train, pushes: workers.optimizer.iterations, seconds: 0.5)
+        }
+    }
+
+    /// The chief of an asynchronous job runs the one training loop too: its epochs are its workers' pushes, each
+    /// reported with the test figures of the parameters they reached and checkpointed with their optimizer state,
+    /// so that a synchronous process resumes from it bit for bit.
+    @Test func anAsynchronousChiefRunsTheSameLoop() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try directory.write("train.csv", text: classificationCSV(rows: 96, seed: 5))
+        try directory.write("test.csv", text: classificationCSV(rows: 40, seed: 6))
+        let config = classificationConfig(epochs: 3, data: #"{"format": "csv", "train": "train.csv", "test": "test.csv", "target": "label"}"#)
+        var job = try JobConfig.load(path: try directory.write("job.json", text: config))
+        let data = try DataSource.load(config: job)
+        let synchronous = try Trainer(config: job, data: data)
+        _ = try synchronous.fit(options: silentOptions())
+        let steps = synchronous.pipeline.stepsPerEpoch
+
+        job.training.epochs = 2
+        let workers = InProcessJob(workers: try Trainer(config: job, data: data))
+        let chief = try Trainer(config: job, data: data, asynchronous: .coordinator(workers))
+        try chief.synchronizeReplicas()
+        var options = silentOptions()
+        options.checkpointDirectory = directory.file("checkpoints")
+        let summary = try chief.fit(options: options)
+        #expect(workers.opened?.completedEpochs == 0 && workers.opened?.stepsPerEpoch == steps)
+        #expect(summary.epochs.map(\.pushes) == [steps, 2 * steps])
+        #expect(summary.epochs.allSatisfy { $0.seconds == 0.5 && $0.train.count == steps * 16 && $0.test?.count == 40 })
+        #expect(summary.test?.correct == summary.epochs.last?.test?.correct)
+        #expect(summary.test?.meanLoss == (try chief.evaluate(try #require(data.test))).meanLoss)
+
+        // Its checkpoint holds what the workers reached: a synchronous process resumes from it to the same bits.
+        job.training.epochs = 3
+        let resumed = try Trainer(config: job, data: data)
+        try resumed.restore(from: directory.file("checkpoints/epoch-0002.safetensors"))
+        _ = try resumed.fit(options: silentOptions())
+        #expect(resumed.model.parameterBits == synchronous.model.parameterBits)
     }
 
     @Test func restoringAFinishedRunAsksForMoreEpochs() throws {
