@@ -92,12 +92,27 @@ enum ChannelSecurity: Sendable {
 final class OutgoingMessage: @unchecked Sendable {
     private let storage: UnsafeMutableRawBufferPointer
     private(set) var count = 0
+    /// The NIO transport's bytes of the last message serialized, kept to be rewritten for the next one of the same
+    /// size: the transport has copied them into its frame and let go of them by the time the ps answers, so the
+    /// rewrite is in place instead of a new buffer per message. Touched only by the serializer, on gRPC's thread.
+    private var reusableTransportBytes: GRPCNIOTransportBytes?
 
     init(capacity: Int) { storage = .allocate(byteCount: capacity, alignment: 16) }
 
     deinit { storage.deallocate() }
 
     var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[0..<count]) }
+
+    /// The message in the NIO transport's own bytes, reusing the last message's when it has the same size. (Were the
+    /// transport still to hold them, the write would copy them first — correct, and one allocation.)
+    func transportBytes() -> GRPCNIOTransportBytes {
+        var wire = reusableTransportBytes ?? GRPCNIOTransportBytes(repeating: 0, count: count)
+        reusableTransportBytes = nil  // `wire` alone holds them now: rewritten in place
+        if wire.count != count { wire = GRPCNIOTransportBytes(repeating: 0, count: count) }
+        wire.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
+        reusableTransportBytes = wire
+        return wire
+    }
 
     func reset() { count = 0 }
 
@@ -191,7 +206,11 @@ final class ReplyLanding: @unchecked Sendable {
 }
 
 struct OutgoingSerializer: MessageSerializer {
-    func serialize<Bytes: GRPCContiguousBytes>(_ message: OutgoingMessage) throws -> Bytes { Bytes(message.bytes) }
+    func serialize<Bytes: GRPCContiguousBytes>(_ message: OutgoingMessage) throws -> Bytes {
+        // The HTTP/2 transport's bytes are reused from message to message; any other transport gets a copy.
+        guard Bytes.self == GRPCNIOTransportBytes.self else { return Bytes(message.bytes) }
+        return unsafeBitCast(message.transportBytes(), to: Bytes.self)
+    }
 }
 
 /// Copies a reply into the stream's landing (a reply of another size is a ps of another job or version).

@@ -88,8 +88,8 @@ extension EndToEnd {
         }
 
         /// A parameter-server worker's step allocates nothing of its own: its push and reply travel in buffers made
-        /// once per stream. What grpc-swift and NIO allocate for every message (the HTTP/2 frames, the transport's
-        /// byte buffers: 6–7 per round trip) is counted too, in the same process, by round trips of the transport
+        /// once per stream. What NIO's HTTP/2 allocates for every message (its frame objects, the decoder's gathering
+        /// of a reply: 4–5 per round trip) is counted too, in the same process, by round trips of the transport
         /// alone (`TransportProbe`: the same bytes each way, nothing trained) — a worker's step must cost no more
         /// than that. A harness that allocates once per step is seen as one more per step.
         @Test func aParameterServerWorkerAllocatesNothingBeyondTheTransport() throws {
