@@ -29,7 +29,8 @@ final class ParameterShard: @unchecked Sendable {
     /// The most steps any worker was ahead of the slowest connected one when it got its parameters back.
     private var largestLead = 0
 
-    private struct WorkerState {
+    /// A class, so a push updates it in place: mutating a struct inside the dictionary cost three allocations per push.
+    private final class WorkerState {
         var steps = 0
         var connected = false
         var lastPush = ProcessStatistics.now()
@@ -69,22 +70,35 @@ final class ParameterShard: @unchecked Sendable {
     }
 
     /// A worker's stream: admit it (the chief's fingerprint must match), then answer each push with the new
-    /// parameters — after waiting, under bounded staleness, for workers too far behind.
-    func serveExchange(worker: Int, requests: RPCAsyncSequence<[UInt8], any Error>, writer: RPCWriter<[UInt8]>) async throws {
+    /// parameters — after waiting, under bounded staleness, for workers too far behind. The reply and the landing
+    /// for a push's gradient are made once per stream: a push allocates nothing here.
+    func serveExchange(worker: Int, requests: RPCAsyncSequence<IncomingMessage, any Error>, writer: RPCWriter<OutgoingMessage>) async throws {
         var incoming = requests.makeAsyncIterator()
         guard let hello = try await incoming.next() else { return }
-        var reader = Wire.Reader(hello)
+        var reader = Wire.Reader(hello.withUnsafeBytes { Array($0) })
         try admit(worker: worker, fingerprint: Fingerprint(encoded: try reader.string()))
         defer { leave(worker: worker) }
-        try await writer.write(reply())
+        // The worker sends its next push only once it has this reply: by then the transport has serialized it.
+        let reply = OutgoingMessage(capacity: 16 + 4 * range.count)
+        let gradients = FlatArena(count: range.count)
+        write(into: reply)
+        try await writer.write(reply)
         while let message = try await incoming.next() {
-            let steps = try push(message, from: worker)
+            let steps = try push(message, from: worker, landing: gradients)
             if let steps {
                 try await waitForStragglers(worker: worker, steps: steps)
                 recordLead(of: worker)
             }
-            try await writer.write(reply())
+            write(into: reply)
+            try await writer.write(reply)
         }
+    }
+
+    /// The transport alone (`TransportProbe`): a reply's bytes, zeros, for every message.
+    func serveEcho(requests: RPCAsyncSequence<IncomingMessage, any Error>, writer: RPCWriter<OutgoingMessage>) async throws {
+        let reply = OutgoingMessage(capacity: 16 + 4 * range.count)
+        [UInt8](repeating: 0, count: 16 + 4 * range.count).withUnsafeBytes { reply.append(bytes: $0) }
+        for try await _ in requests { try await writer.write(reply) }
     }
 
     private func admit(worker: Int, fingerprint: Fingerprint) throws {
@@ -97,7 +111,7 @@ final class ParameterShard: @unchecked Sendable {
                 log("refused worker \(worker): \(problem)")
                 throw RPCError(code: .failedPrecondition, message: problem)
             }
-            var state = workers[worker] ?? WorkerState()
+            let state = workers[worker] ?? WorkerState()
             if state.connected { throw RPCError(code: .alreadyExists, message: "worker \(worker) is already connected to \(label)") }
             // A worker (re)joining starts level with the slowest connected one: the others need not wait for it
             // to replay steps it will never take again.
@@ -115,21 +129,31 @@ final class ParameterShard: @unchecked Sendable {
     }
 
     /// Applies a push; returns the worker's step count after it (nil once the job has stopped: nothing applied).
-    private func push(_ message: [UInt8], from worker: Int) throws -> Int? {
-        var reader = Wire.Reader(message), tail = reader
-        try tail.skipFloats(range.count)
-        let pushed = try tail.floats(3)
-        return try reader.withFloats(range.count) { gradients in
-            lock.withLock {
-                guard !stopped else { return nil }
-                optimizer.apply(parameters: parameters.base, gradients: gradients)
-                for i in 0..<3 { statistics[i] += pushed[i] }
-                pushes += 1
-                workers[worker]?.steps += 1
-                workers[worker]?.lastPush = ProcessStatistics.now()
-                workers[worker]?.named = false
-                return workers[worker]?.steps
-            }
+    /// `message`: this range's gradient, then (loss sum, hits, rows); the gradient is copied into `landing` (the
+    /// transport's bytes need not be aligned for floats).
+    private func push(_ message: IncomingMessage, from worker: Int, landing: FlatArena) throws -> Int? {
+        let expected = 4 * range.count + 12
+        guard message.count == expected else {
+            throw RPCError(code: .invalidArgument, message: "a push of \(message.count) bytes where \(label) expects \(expected): does the worker run the same model?")
+        }
+        let pushed = message.withUnsafeBytes { raw in
+            UnsafeMutableRawPointer(landing.base).copyMemory(from: raw.baseAddress!, byteCount: 4 * range.count)
+            let tail = 4 * range.count
+            return (raw.loadUnaligned(fromByteOffset: tail, as: Float.self), raw.loadUnaligned(fromByteOffset: tail + 4, as: Float.self),
+                    raw.loadUnaligned(fromByteOffset: tail + 8, as: Float.self))
+        }
+        return lock.withLock {
+            guard !stopped else { return nil }
+            optimizer.apply(parameters: parameters.base, gradients: landing.base)
+            statistics[0] += pushed.0
+            statistics[1] += pushed.1
+            statistics[2] += pushed.2
+            pushes += 1
+            let state = workers[worker]
+            state?.steps += 1
+            state?.lastPush = ProcessStatistics.now()
+            state?.named = false
+            return state?.steps
         }
     }
 
@@ -145,7 +169,7 @@ final class ParameterShard: @unchecked Sendable {
                 for (other, state) in workers where other != worker && state.connected {
                     if now - state.lastPush >= stragglerSeconds {
                         if !state.named {
-                            workers[other]?.named = true
+                            state.named = true
                             log("worker \(other) has not pushed for \(wholeSeconds(stragglerSeconds)) s (it is at step \(state.steps)); not waiting for it")
                         }
                         continue
@@ -162,9 +186,10 @@ final class ParameterShard: @unchecked Sendable {
     private func recordLead(of worker: Int) {
         lock.withLock {
             // A reply released by the job's stop, not by the bound, says nothing about the bound.
-            guard !stopped, let steps = workers[worker]?.steps,
-                  let slowest = workers.filter({ $0.key != worker && $0.value.connected }).map(\.value.steps).min() else { return }
-            largestLead = max(largestLead, steps - slowest)
+            guard !stopped, let steps = workers[worker]?.steps else { return }
+            var slowest: Int?
+            for (other, state) in workers where other != worker && state.connected { slowest = min(slowest ?? state.steps, state.steps) }
+            if let slowest { largestLead = max(largestLead, steps - slowest) }
         }
     }
 
@@ -179,14 +204,14 @@ final class ParameterShard: @unchecked Sendable {
         }
     }
 
-    private func reply() -> [UInt8] {
-        var reply = Wire(reservingCapacity: 16 + 4 * range.count)
+    /// A worker's reply: [stop flag, pushes so far] + this range's parameters.
+    private func write(into reply: OutgoingMessage) {
+        reply.reset()
         lock.withLock {
-            reply.append(stopped ? 1 : 0)
+            reply.append(Int64(stopped ? 1 : 0))
             reply.append(Int64(pushes))
             reply.append(UnsafeBufferPointer(start: parameters.base, count: range.count))
         }
-        return reply.bytes
     }
 
     /// The chief's unary calls.
@@ -227,20 +252,22 @@ struct ParameterServerService: RegistrableRPCService {
 
     func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
         let shard = self.shard
-        for method in ParameterServerMethod.allCases {
+        for method in ParameterServerMethod.allCases where method != .exchange && method != .echo {
             router.registerHandler(forMethod: method.descriptor, deserializer: BytesDeserializer(), serializer: BytesSerializer()) { request, context in
                 try Self.checkToken(request.metadata, method: method, peer: context.remotePeer, shard: shard)
-                if method == .echo {
-                    // The transport alone: an exchange reply's bytes (zeros) for every message, nothing trained.
-                    let reply = [UInt8](repeating: 0, count: 16 + 4 * shard.range.count)
+                let single = try await ServerRequest(stream: request)
+                return StreamingServerResponse(single: ServerResponse(message: try shard.handle(method, single.message)))
+            }
+        }
+        // The streams read each message where the transport put it and answer from buffers made once per stream.
+        for method in [ParameterServerMethod.exchange, .echo] {
+            router.registerHandler(forMethod: method.descriptor, deserializer: IncomingDeserializer(), serializer: OutgoingSerializer()) { request, context in
+                try Self.checkToken(request.metadata, method: method, peer: context.remotePeer, shard: shard)
+                guard method == .exchange else {
                     return StreamingServerResponse { writer in
-                        for try await _ in request.messages { try await writer.write(reply) }
+                        try await shard.serveEcho(requests: request.messages, writer: writer)
                         return [:]
                     }
-                }
-                guard method == .exchange else {
-                    let single = try await ServerRequest(stream: request)
-                    return StreamingServerResponse(single: ServerResponse(message: try shard.handle(method, single.message)))
                 }
                 guard let worker = Array(request.metadata[stringValues: RequestMetadata.workerKey]).first.flatMap({ Int($0) }) else {
                     throw RPCError(code: .invalidArgument, message: "an exchange must say which worker it is")
