@@ -79,7 +79,7 @@ final class ParameterShard: @unchecked Sendable {
         try admit(worker: worker, fingerprint: Fingerprint(encoded: try reader.string()))
         defer { leave(worker: worker) }
         // The worker sends its next push only once it has this reply: by then the transport has serialized it.
-        let reply = OutgoingMessage(capacity: 16 + 4 * range.count)
+        let reply = OutgoingMessage(capacity: ExchangeLayout.replyBytes(floats: range.count))
         let gradients = FlatArena(count: range.count)
         write(into: reply)
         try await writer.write(reply)
@@ -96,8 +96,8 @@ final class ParameterShard: @unchecked Sendable {
 
     /// The transport alone (`TransportProbe`): a reply's bytes, zeros, for every message.
     func serveEcho(requests: RPCAsyncSequence<IncomingMessage, any Error>, writer: RPCWriter<OutgoingMessage>) async throws {
-        let reply = OutgoingMessage(capacity: 16 + 4 * range.count)
-        [UInt8](repeating: 0, count: 16 + 4 * range.count).withUnsafeBytes { reply.append(bytes: $0) }
+        let reply = OutgoingMessage(capacity: ExchangeLayout.replyBytes(floats: range.count))
+        reply.append(zeros: ExchangeLayout.replyBytes(floats: range.count))
         for try await _ in requests { try await writer.write(reply) }
     }
 
@@ -132,7 +132,7 @@ final class ParameterShard: @unchecked Sendable {
     /// `message`: this range's gradient, then (loss sum, hits, rows); the gradient is copied into `landing` (the
     /// transport's bytes need not be aligned for floats).
     private func push(_ message: IncomingMessage, from worker: Int, landing: FlatArena) throws -> Int? {
-        let expected = 4 * range.count + 12
+        let expected = ExchangeLayout.pushBytes(floats: range.count)
         guard message.count == expected else {
             throw RPCError(code: .invalidArgument, message: "a push of \(message.count) bytes where \(label) expects \(expected): does the worker run the same model?")
         }

@@ -17,11 +17,11 @@ import TandemTrain
 public struct ParameterServerJob {
     public let job: JobConfig
     public let spec: ClusterSpec
-    let addresses: [ClusterSpec.Address]
+    private let addresses: [ClusterSpec.Address]
     private let ranges: [Range<Int>]
     /// Workers in the job.
     public let workerCount: Int
-    let security: ChannelSecurity
+    private let security: ChannelSecurity
     /// How long a worker waits for a ps's reply: longer than a ps holds one for a straggler under max_staleness.
     let replyTimeoutSeconds = 30.0
 
@@ -116,11 +116,14 @@ public struct ParameterServerJob {
         }
     }
 
-    /// Bytes of a push to ps `index`: its range of the gradient, then (loss sum, hits, rows).
-    func pushBytes(_ index: Int) -> Int { 4 * ranges[index].count + 12 }
+    /// Bytes of a push to ps `index`, and of its reply.
+    func pushBytes(_ index: Int) -> Int { ExchangeLayout.pushBytes(floats: ranges[index].count) }
+    func replyBytes(_ index: Int) -> Int { ExchangeLayout.replyBytes(floats: ranges[index].count) }
 
-    /// Bytes of ps `index`'s reply to a push: [stop flag, pushes so far], then its range of the parameters.
-    func replyBytes(_ index: Int) -> Int { 16 + 4 * ranges[index].count }
+    /// A client of every ps (connections open lazily, on the first call or stream).
+    func makeClients() throws -> [ParameterServerClient] {
+        try addresses.map { try ParameterServerClient(host: $0.host, port: $0.port, security: security) }
+    }
 
     /// Reads one reply from every ps into `parameters`; true when the chief has ended the job.
     func receiveParameters(_ links: [ExchangeLink], into parameters: FlatArena) throws -> Bool {
@@ -160,7 +163,7 @@ public struct ParameterServerJob {
 
     /// The chief's clients of every ps, once they all answer.
     func connectToParameterServers(timeoutSeconds: Double) throws -> [ParameterServerClient] {
-        let clients = try addresses.map { try ParameterServerClient(host: $0.host, port: $0.port, security: security) }
+        let clients = try makeClients()
         try waitForParameterServers(clients, timeoutSeconds: timeoutSeconds)
         return clients
     }

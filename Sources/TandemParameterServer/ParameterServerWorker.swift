@@ -24,8 +24,7 @@ final class ParameterServerWorker: AsynchronousUpdate {
     }
 
     func start(model: Sequential, data: DataSource) throws -> Bool {
-        let clients = try job.addresses.map { try ParameterServerClient(host: $0.host, port: $0.port, security: job.security) }
-        links = try job.join(clients, worker: workerIndex, fingerprint: job.fingerprint(model: model, data: data), timeoutSeconds: joinTimeoutSeconds)
+        links = try job.join(try job.makeClients(), worker: workerIndex, fingerprint: job.fingerprint(model: model, data: data), timeoutSeconds: joinTimeoutSeconds)
         let stopped = try job.receiveParameters(links, into: model.parameters)
         cpuAtStart = ProcessStatistics.cpuSeconds()
         lastReply = ProcessStatistics.now()

@@ -30,6 +30,14 @@ enum ParameterServerMethod: String, CaseIterable {
     var descriptor: MethodDescriptor { MethodDescriptor(service: Self.service, method: rawValue) }
 }
 
+/// The sizes of an exchange's messages for a ps holding `floats` parameters, as both ends check them.
+enum ExchangeLayout {
+    /// A push: the range of the gradient, then (loss sum, hits, rows).
+    static func pushBytes(floats: Int) -> Int { 4 * floats + 12 }
+    /// A reply: [stop flag, pushes so far] as Int64s, then the range of the parameters.
+    static func replyBytes(floats: Int) -> Int { 16 + 4 * floats }
+}
+
 /// What `open` and `pull` carry of a ps's range, in order: the parameters, then each optimizer state arena.
 func stateArenas(parameters: FlatArena, optimizer: Optimizer) -> [FlatArena] {
     [parameters] + optimizer.state.map(\.arena)
@@ -126,6 +134,13 @@ final class OutgoingMessage: @unchecked Sendable {
     func append(_ value: Int64) { withUnsafeBytes(of: value.littleEndian) { append(bytes: $0) } }
     func append(_ value: Float) { withUnsafeBytes(of: value.bitPattern.littleEndian) { append(bytes: $0) } }
     func append(_ values: UnsafeBufferPointer<Float>) { append(bytes: UnsafeRawBufferPointer(values)) }
+
+    /// `byteCount` zero bytes (the echo's and the probe's messages, which carry nothing but their size).
+    func append(zeros byteCount: Int) {
+        precondition(count + byteCount <= storage.count, "an outgoing message outgrew the capacity it was made with")
+        (storage.baseAddress! + count).initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+        count += byteCount
+    }
     /// A length-prefixed byte string, as `Wire.append(string:)` writes it.
     func append(string: [UInt8]) {
         append(Int64(string.count))

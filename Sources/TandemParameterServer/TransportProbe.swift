@@ -16,14 +16,11 @@ public final class TransportProbe {
 
     init(job: ParameterServerJob, worker: Int) throws {
         self.job = job
-        let clients = try job.addresses.map { try ParameterServerClient(host: $0.host, port: $0.port, security: job.security) }
+        let clients = try job.makeClients()
         links = clients.indices.map { i in
             ExchangeLink(client: clients[i], method: .echo, worker: worker, messageCapacity: job.pushBytes(i), replyBytes: job.replyBytes(i))
         }
-        for (i, link) in links.enumerated() {
-            let floats = (job.pushBytes(i) - 12) / 4
-            [Float](repeating: 0, count: floats + 3).withUnsafeBufferPointer { link.outgoing.append($0) }
-        }
+        for (i, link) in links.enumerated() { link.outgoing.append(zeros: job.pushBytes(i)) }
     }
 
     /// One round trip: a push's bytes to every ps, then a reply's bytes back from each (each waited for as a worker

@@ -413,6 +413,7 @@ public final class Trainer {
                 // The chief of an asynchronous job computes no steps: its epoch is its workers' pushes.
                 let pushed = try asynchronousCoordinator.awaitEpoch(epoch, of: config.training.epochs, model: model, optimizer: optimizer)
                 (statistics, seconds, pushes) = (pushed.train, pushed.seconds, pushed.pushes)
+                if summary.startupSeconds == 0 { summary.startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0 }
             } else {
                 let epochStart = ProcessStatistics.now()
                 statistics = try runSteps(of: epoch, recorder: recorder, startupSeconds: &summary.startupSeconds)
@@ -420,7 +421,6 @@ public final class Trainer {
                 if jobEnded { break }
                 (seconds, pushes) = (ProcessStatistics.now() - epochStart, nil)
             }
-            if summary.startupSeconds == 0 { summary.startupSeconds = ProcessStatistics.secondsSinceProcessStart() ?? 0 }
             let evaluationStart = timeline?.now() ?? 0
             communicator.noteProgress(step: optimizer.iterations, phase: .evaluation)
             let validation = data.validationRows.isEmpty ? nil : try evaluate(data.train, rows: data.validationRows)
